@@ -1,0 +1,173 @@
+"""Public serving: GET/HEAD /<sha256>[.<ext>] and GET /<sha256>.torrent."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from satellite.db import files
+from satellite.deps import DEPS, Deps
+from satellite.errors import ApiError
+from satellite.http_range import ByteRange, RangeNotSatisfiable, none_match, parse_range, range_applies
+from satellite.media_type import is_active
+from satellite.request_state import BYTES_SENT
+from satellite.torrent import TorrentInfo, torrent_bytes
+
+log = structlog.get_logger("satellite.media")
+
+_BLOB_NAME = re.compile(r"^([0-9a-f]{64})(?:\.([A-Za-z0-9]{1,32}))?$")
+_HASH_LIKE = re.compile(r"^[0-9A-Za-z]{32,128}$")
+IMMUTABLE = "public, max-age=31536000, immutable"
+SANDBOX_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+
+
+def parse_blob_name(name: str) -> tuple[str, str | None]:
+    """(sha256, extension or None) from the last path segment; 400 for a malformed hash, else 404."""
+    match = _BLOB_NAME.match(name)
+    if match:
+        return match.group(1), match.group(2)
+    stem = name.split(".", 1)[0]
+    if _HASH_LIKE.match(stem):
+        raise ApiError(400, "invalid sha256 in path: expected 64 lowercase hex characters")
+    raise ApiError(404, "not found")
+
+
+def blob_headers(sha256: str, mime_type: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": mime_type,
+        "ETag": f'"{sha256}"',
+        "Cache-Control": IMMUTABLE,
+        "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+    if is_active(mime_type):  # markup and scripts must never run with our origin's rights
+        headers["Content-Security-Policy"] = SANDBOX_CSP
+    return headers
+
+
+async def serve_path(request: web.Request) -> web.StreamResponse:
+    sha256, ext = parse_blob_name(request.match_info["name"])
+    deps = request.app[DEPS]
+    if ext == "torrent":
+        return await _serve_torrent(request, deps, sha256)
+    blob = await files.get_blob_for_serving(deps.pool, sha256)
+    if blob is None or blob.blocked:
+        raise ApiError(404, "not found")
+    headers = blob_headers(sha256, blob.type)
+    etag = headers["ETag"]
+    if none_match(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Cache-Control")})
+    ranges = None
+    if range_applies(request.headers.get("If-Range"), etag):
+        try:
+            ranges = parse_range(request.headers.get("Range"), blob.size)
+        except RangeNotSatisfiable:
+            raise ApiError(416, "range not satisfiable", {"Content-Range": f"bytes */{blob.size}"}) from None
+    if ranges is None:
+        return await _send(request, deps, sha256, 200, headers, ByteRange(0, blob.size))
+    if len(ranges) == 1:
+        headers["Content-Range"] = ranges[0].content_range(blob.size)
+        return await _send(request, deps, sha256, 206, headers, ranges[0])
+    return await _send_multipart(request, deps, sha256, headers, ranges, blob.size)
+
+
+async def _open_blob(deps: Deps, sha256: str) -> Path | None:
+    path = deps.storage.local_path(sha256)
+    if path is not None and not await asyncio.to_thread(path.is_file):
+        log.error("blob row without stored bytes", sha256=sha256)
+        raise ApiError(404, "not found")
+    return path
+
+
+async def _send(
+    request: web.Request, deps: Deps, sha256: str, status: int, headers: dict[str, str], part: ByteRange
+) -> web.StreamResponse:
+    path = await _open_blob(deps, sha256)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = part.length
+    if request.method == "HEAD":
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    if path is not None:
+        with await asyncio.to_thread(path.open, "rb") as handle:
+            await response.prepare(request)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return response
+            await asyncio.get_running_loop().sendfile(transport, handle, part.start, part.length)
+    else:
+        await response.prepare(request)
+        async for chunk in deps.storage.read(sha256, part.start, part.stop):
+            await response.write(chunk)
+    request[BYTES_SENT] = part.length
+    await response.write_eof()
+    return response
+
+
+async def _send_multipart(
+    request: web.Request,
+    deps: Deps,
+    sha256: str,
+    headers: dict[str, str],
+    ranges: list[ByteRange],
+    size: int,
+) -> web.StreamResponse:
+    """206 multipart/byteranges (RFC 9110 §14.6)."""
+    await _open_blob(deps, sha256)
+    boundary = secrets.token_hex(16)
+    part_headers = [
+        (
+            f"--{boundary}\r\nContent-Type: {headers['Content-Type']}\r\n"
+            f"Content-Range: {r.content_range(size)}\r\n\r\n"
+        ).encode()
+        for r in ranges
+    ]
+    closing = f"\r\n--{boundary}--\r\n".encode()
+    length = sum(len(h) for h in part_headers) + sum(r.length for r in ranges) + 2 * (len(ranges) - 1)
+    length += len(closing)
+    headers = {**headers, "Content-Type": f"multipart/byteranges; boundary={boundary}"}
+    response = web.StreamResponse(status=206, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    if request.method != "HEAD":
+        for index, (part, head) in enumerate(zip(ranges, part_headers, strict=True)):
+            await response.write((b"\r\n" if index else b"") + head)
+            async for chunk in _read(deps, sha256, part):
+                await response.write(chunk)
+        await response.write(closing)
+        request[BYTES_SENT] = length
+    await response.write_eof()
+    return response
+
+
+def _read(deps: Deps, sha256: str, part: ByteRange) -> AsyncIterator[bytes]:
+    return deps.storage.read(sha256, part.start, part.stop)
+
+
+async def _serve_torrent(request: web.Request, deps: Deps, sha256: str) -> web.Response:
+    blob = await files.get_blob(deps.pool, sha256)
+    if blob is None or await files.is_blocked(deps.pool, sha256):
+        raise ApiError(404, "not found")
+    info = TorrentInfo(
+        name=f"{sha256}.{blob.ext}", length=blob.size, piece_length=blob.piece_length, pieces=blob.pieces
+    )
+    body = torrent_bytes(
+        info, web_seed=deps.links.blob_url(sha256, blob.ext), trackers=list(deps.links.trackers)
+    )
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": "application/x-bittorrent",
+            "Content-Disposition": f'attachment; filename="{sha256}.torrent"',
+            "Cache-Control": "public, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -1,0 +1,99 @@
+"""create_app(settings): wiring only. Resources open and close in cleanup contexts; one route table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from satellite.api import account, items, media, service
+from satellite.auth import AuthRules
+from satellite.config import Settings
+from satellite.cors import add_common_headers, preflight_middleware
+from satellite.db import auth_events
+from satellite.db.migrate import migrate
+from satellite.db.pool import create_pool, embedded_postgres, wait_for_database
+from satellite.deps import CLOCK, DEPS, SETTINGS, Clock, Deps
+from satellite.errors import error_middleware
+from satellite.ingest import remove_stale_spools
+from satellite.links import Links
+from satellite.log import access_log_middleware
+from satellite.nostr.keys import load_or_create_service_key
+from satellite.storage.local import LocalStorage
+
+log = structlog.get_logger("satellite.app")
+API_PREFIXES = ("", "/v1/media")
+STALE_SPOOL_SECONDS = 6 * 3600
+PRUNE_EVERY_SECONDS = 60
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with contextlib.AsyncExitStack() as stack:
+        dsn = settings.database_url
+        if not dsn:
+            cm = embedded_postgres(settings.data_dir)
+            dsn = await asyncio.to_thread(cm.__enter__)
+            stack.push_async_callback(asyncio.to_thread, cm.__exit__, None, None, None)
+            log.info("embedded postgresql started", data=str(settings.data_dir / "postgres"))
+        await wait_for_database(dsn)
+        pool = await create_pool(dsn, max_size=settings.database_pool_size)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        storage = LocalStorage(settings.blob_dir)
+        staging_dir = settings.blob_dir / "tmp"
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        removed = await asyncio.to_thread(remove_stale_spools, staging_dir, STALE_SPOOL_SECONDS)
+        if removed:
+            log.info("removed unfinished uploads left by an earlier run", count=removed)
+        service_key = await asyncio.to_thread(
+            load_or_create_service_key, settings.service_key, settings.data_dir / "service.key"
+        )
+        app[DEPS] = Deps(
+            settings=settings,
+            pool=pool,
+            storage=storage,
+            staging_dir=staging_dir,
+            service_key=service_key,
+            auth_rules=AuthRules(window_seconds=settings.auth_window_seconds),
+            links=Links(base_url=settings.base_url, trackers=tuple(settings.tracker_list)),
+            clock=app[CLOCK],
+        )
+        pruner = asyncio.create_task(_prune_auth_events(app[DEPS]))
+        log.info("ready", url=settings.base_url, pubkey=service_key.pubkey, storage=str(settings.blob_dir))
+        try:
+            yield
+        finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+
+
+async def _prune_auth_events(deps: Deps) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+        try:
+            await auth_events.prune(deps.pool, deps.now())
+        except Exception:
+            log.exception("pruning used auth events failed")
+
+
+def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
+    app = web.Application(middlewares=[preflight_middleware, access_log_middleware, error_middleware])
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(_resources)
+    app.on_response_prepare.append(add_common_headers)
+    app.router.add_get("/", service.info)
+    app.router.add_get("/health", service.health)
+    for prefix in API_PREFIXES:
+        app.router.add_put(f"{prefix}/item", items.put_item)
+        app.router.add_delete(f"{prefix}/item", items.delete_item)
+        app.router.add_get(f"{prefix}/account", account.get_account, allow_head=False)
+    app.router.add_get("/{name}", media.serve_path)  # GET and HEAD
+    return app

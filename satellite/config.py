@@ -1,0 +1,91 @@
+"""Settings, read once from environment variables (or a `.env` file) into one typed object.
+
+Every setting is an environment variable of the same name in upper case (`PORT`, `DATA_DIR`, ...).
+Nothing reads the environment anywhere else: parts of the server receive the values they need.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TRACKERS = (
+    "udp://tracker.opentrackr.org:1337/announce,"
+    "udp://open.demonii.com:1337/announce,"
+    "udp://tracker.openbittorrent.com:6969/announce,"
+    "wss://tracker.openwebtorrent.com,"
+    "wss://tracker.btorrent.xyz"
+)
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    environment: Environment = Environment.DEV
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Base of every public URL we hand out (file URLs, magnets, callbacks). Empty: http://HOST:PORT.
+    public_url: str = ""
+    data_dir: Path = Path("data")
+    # Empty: an embedded PostgreSQL server is started under DATA_DIR/postgres.
+    database_url: str = ""
+    database_pool_size: int = Field(10, ge=1, le=200)
+    # Empty: DATA_DIR/blobs.
+    storage_dir: Path | None = None
+    max_upload_bytes: int = Field(5 * 1024**3, ge=1)
+    auth_window_seconds: int = Field(600, ge=1)
+    # Hex or nsec. Empty: generated once and kept in DATA_DIR/service.key (mode 0600).
+    service_key: str = ""
+    # Comma-separated announce URLs put in magnets and .torrent files.
+    trackers: str = DEFAULT_TRACKERS
+    log_format: LogFormat = LogFormat.AUTO
+    log_level: str = "info"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("storage_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("LOG_LEVEL must be debug, info, warning or error")
+        return value.lower()
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def tracker_list(self) -> list[str]:
+        return [t.strip() for t in self.trackers.split(",") if t.strip()]
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format is LogFormat.AUTO:
+            return self.environment is Environment.PRODUCTION
+        return self.log_format is LogFormat.JSON

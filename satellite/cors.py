@@ -1,0 +1,44 @@
+"""CORS for browser apps on any origin: preflight answered for every path, headers on every response."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from satellite.errors import Handler
+from satellite.log import REQUEST_ID_HEADER
+from satellite.request_state import REQUEST_ID
+
+ALLOW_METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+# `*` does not cover Authorization, so it is named along with the rest.
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Content-Length, Range, If-None-Match, If-Range, "
+    "X-SHA-256, X-Content-Type, X-Content-Length, X-Request-Id, *"
+)
+EXPOSE_HEADERS = (
+    "Content-Length, Content-Range, Content-Type, ETag, Accept-Ranges, X-Reason, X-Request-Id, Location"
+)
+
+
+@web.middleware
+async def preflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        requested = request.headers.get("Access-Control-Request-Headers")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": ALLOW_METHODS,
+                "Access-Control-Allow-Headers": f"{ALLOW_HEADERS}, {requested}"
+                if requested
+                else ALLOW_HEADERS,
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+    return await handler(request)
+
+
+async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: runs for every response, streamed ones and errors included."""
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    if request_id := request.get(REQUEST_ID):
+        response.headers[REQUEST_ID_HEADER] = request_id

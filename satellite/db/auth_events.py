@@ -1,0 +1,22 @@
+"""The replay store: every accepted auth event id, kept until freshness alone would reject it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from satellite.db.types import Executor
+
+
+async def claim(db: Executor, event_id: str, expires_at: datetime) -> bool:
+    """Record the id; False if it was already recorded (the event is being reused)."""
+    status = await db.execute(
+        "INSERT INTO auth_events (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        event_id,
+        expires_at,
+    )
+    return str(status).endswith(" 1")
+
+
+async def prune(db: Executor, now: datetime) -> int:
+    status = await db.execute("DELETE FROM auth_events WHERE expires_at < $1", now)
+    return int(str(status).split()[-1])

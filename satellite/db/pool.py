@@ -1,0 +1,51 @@
+"""Connection pool, and the embedded PostgreSQL server used when no DATABASE_URL is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+
+
+async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, command_timeout=60, server_settings={"timezone": "UTC"}
+    )
+    assert pool is not None
+    return pool
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Start (or join) a PostgreSQL server whose data lives in `data_dir/postgres`; yield its URL."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        with contextlib.suppress(Exception):
+            server.cleanup()
+
+
+async def wait_for_database(dsn: str, *, attempts: int = 30) -> None:
+    """Fail with a clear message if the database cannot be reached after a few seconds."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            last = exc
+            await asyncio.sleep(0.2)
+            continue
+        await conn.close()
+        return
+    raise RuntimeError(f"cannot connect to the database: {last}")

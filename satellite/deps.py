@@ -1,0 +1,40 @@
+"""Everything a request handler may use, built once at start-up in `app.py`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from satellite.auth import AuthRules
+from satellite.config import Settings
+from satellite.links import Links
+from satellite.nostr.keys import SecretKey
+from satellite.storage.base import BlobStorage
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    pool: asyncpg.Pool
+    storage: BlobStorage
+    staging_dir: Path
+    service_key: SecretKey
+    auth_rules: AuthRules
+    links: Links
+    clock: Clock = time.time
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+
+DEPS = web.AppKey("deps", Deps)
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)

@@ -1,0 +1,164 @@
+"""Streaming ingest: body -> temp file, with sha256, torrent piece hashes and the size limit, in one pass.
+
+Nothing is held in memory beyond two read buffers. Hashing and writing run in a worker thread (hashlib
+releases the GIL) while the event loop reads the next chunk. Any failure removes the temp file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import ClientPayloadError, StreamReader
+from aiohttp.http_exceptions import HttpProcessingError
+
+from satellite.errors import ApiError
+from satellite.media_type import SNIFF_BYTES
+from satellite.torrent import PieceHasher, piece_length_for
+
+CHUNK_BYTES = 1024 * 1024
+READ_BYTES = 256 * 1024
+SPOOL_PREFIX = ".upload-"
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A complete upload in a temp file, with everything computed from its bytes."""
+
+    path: Path
+    size: int
+    sha256: str
+    piece_length: int
+    pieces: bytes
+    head: bytes
+
+
+class _Sink:
+    """Writes and hashes chunks; used from one worker thread at a time."""
+
+    def __init__(self, fd: int, piece_length: int | None) -> None:
+        self.fd = fd
+        self.sha256 = hashlib.sha256()
+        self.pieces = PieceHasher(piece_length) if piece_length else None
+
+    def consume(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.sha256.update(chunk)
+        if self.pieces is not None:
+            self.pieces.update(chunk)
+
+
+def _pieces_from_file(path: Path, piece_length: int) -> bytes:
+    hasher = PieceHasher(piece_length)
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            hasher.update(chunk)
+    return hasher.finish()
+
+
+async def spool(
+    stream: StreamReader,
+    *,
+    staging_dir: Path,
+    max_bytes: int,
+    content_length: int | None,
+    expected_size: int | None,
+) -> Spooled:
+    """Read the whole body into a temp file in `staging_dir`.
+
+    `expected_size` (the auth event's `size` tag) must equal the byte count; `max_bytes` is enforced
+    while reading, so a chunked body without Content-Length cannot exceed it either.
+    """
+    known_size = content_length if content_length is not None else expected_size
+    piece_length = piece_length_for(known_size) if known_size else None
+    fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=staging_dir)
+    path = Path(name)
+    sink = _Sink(fd, piece_length)
+    pending: asyncio.Future[None] | None = None
+    loop = asyncio.get_running_loop()
+    total = 0
+    head = bytearray()
+    buffer = bytearray()
+    closed = False
+    try:
+        while True:
+            try:
+                data = await stream.read(READ_BYTES)
+            except (
+                ClientPayloadError,
+                HttpProcessingError,
+                ConnectionError,
+                asyncio.IncompleteReadError,
+            ) as exc:
+                raise ApiError(400, f"upload interrupted: {exc}") from exc
+            if data:
+                total += len(data)
+                if total > max_bytes:
+                    raise ApiError(413, f"upload exceeds the limit of {max_bytes} bytes")
+                if expected_size is not None and total > expected_size:
+                    raise ApiError(400, f"body is larger than the size tag ({expected_size} bytes)")
+                if len(head) < SNIFF_BYTES:
+                    head += data[: SNIFF_BYTES - len(head)]
+                buffer += data
+            if buffer and (len(buffer) >= CHUNK_BYTES or not data):
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(None, sink.consume, bytes(buffer))
+                buffer.clear()
+            if not data:
+                break
+        if pending is not None:
+            await pending
+            pending = None
+        if total == 0:
+            raise ApiError(400, "empty body: the request body must contain the file")
+        if expected_size is not None and total != expected_size:
+            raise ApiError(400, f"body is {total} bytes but the size tag says {expected_size}")
+        os.close(fd)
+        closed = True
+        if sink.pieces is not None and piece_length == piece_length_for(total):
+            assert piece_length is not None
+            pieces = sink.pieces.finish()
+        else:  # size was not known up front: a second pass over the temp file
+            piece_length = piece_length_for(total)
+            pieces = await asyncio.to_thread(_pieces_from_file, path, piece_length)
+        return Spooled(
+            path=path,
+            size=total,
+            sha256=sink.sha256.hexdigest(),
+            piece_length=piece_length,
+            pieces=pieces,
+            head=bytes(head),
+        )
+    except BaseException:
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                pass
+        if not closed:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_spools(staging_dir: Path, older_than_s: float) -> int:
+    """Delete temp files left by a crash (never ones an upload in progress could still own)."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for entry in staging_dir.glob(SPOOL_PREFIX + "*"):
+        try:
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

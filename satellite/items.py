@@ -1,0 +1,97 @@
+"""Stored items: commit a spooled upload (dedup, ownership, storage total), delete, list.
+
+Ordering: a blob is in storage before its row commits; a blob leaves storage only after its last owner's
+row is gone. Both sides take the blob's advisory lock, so an upload can never adopt a blob that a
+concurrent delete is about to remove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from satellite.db import accounts, files
+from satellite.db.files import BlobRow, FileRow
+from satellite.errors import ApiError
+from satellite.ingest import Spooled
+from satellite.media_type import detect
+from satellite.storage.base import BlobStorage
+from satellite.torrent import TorrentInfo
+
+log = structlog.get_logger("satellite.items")
+
+
+async def store_upload(
+    *,
+    pool: asyncpg.Pool,
+    storage: BlobStorage,
+    spooled: Spooled,
+    pubkey: str,
+    name: str | None,
+    label: str | None,
+    now: datetime,
+) -> FileRow:
+    try:
+        mime_type, ext = await asyncio.to_thread(detect, spooled.head, name)
+        info = TorrentInfo(
+            name=f"{spooled.sha256}.{ext}",
+            length=spooled.size,
+            piece_length=spooled.piece_length,
+            pieces=spooled.pieces,
+        )
+        blob = BlobRow(
+            sha256=spooled.sha256,
+            size=spooled.size,
+            type=mime_type,
+            ext=ext,
+            infohash=info.infohash,
+            piece_length=spooled.piece_length,
+            pieces=spooled.pieces,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await files.lock_blob_for_transaction(conn, blob.sha256)
+            if await files.is_blocked(conn, blob.sha256):
+                raise ApiError(403, "this content is blocked on this server")
+            if await storage.exists(blob.sha256):
+                spooled.path.unlink(missing_ok=True)  # dedup: the bytes are already stored
+            else:
+                await storage.put(blob.sha256, spooled.path)
+            await files.insert_blob(conn, blob, now)
+            await accounts.ensure(conn, pubkey, now)
+            is_new = await files.upsert_file(
+                conn, pubkey=pubkey, sha256=blob.sha256, name=name or info.name, label=label, now=now
+            )
+            if is_new:
+                await accounts.change_storage(conn, pubkey, now, blob.size)
+            row = await files.get_file(conn, pubkey, blob.sha256)
+    finally:
+        spooled.path.unlink(missing_ok=True)
+    assert row is not None
+    log.info("stored", sha256=row.sha256, size=row.size, type=row.type, new_owner=is_new)
+    return row
+
+
+async def delete_item(
+    *, pool: asyncpg.Pool, storage: BlobStorage, pubkey: str, sha256: str, now: datetime
+) -> None:
+    """Remove the caller's file; the blob goes with its last owner. 404 if the caller has no such file."""
+    async with pool.acquire() as conn:
+        await files.lock_blob(conn, sha256)
+        try:
+            async with conn.transaction():
+                size = await files.delete_file(conn, pubkey, sha256)
+                if size is None:
+                    raise ApiError(404, "you have no file with this sha256")
+                await accounts.change_storage(conn, pubkey, now, -size)
+                blob_gone = await files.delete_blob_if_unowned(conn, sha256)
+            if blob_gone:
+                try:
+                    await storage.delete(sha256)
+                except Exception:  # the row is gone; an orphan object is only wasted space
+                    log.exception("could not delete blob from storage", sha256=sha256)
+        finally:
+            await files.unlock_blob(conn, sha256)
+    log.info("deleted", sha256=sha256, blob_removed=blob_gone)

@@ -1,0 +1,27 @@
+"""The blob storage contract. Blobs are immutable and named by their sha256."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+
+class BlobStorage(Protocol):
+    async def exists(self, sha256: str) -> bool: ...
+
+    async def put(self, sha256: str, spooled: Path) -> None:
+        """Make the fully written, verified file at `spooled` the blob `sha256`, durably.
+        The spooled file is consumed (moved or deleted) whether or not this succeeds."""
+
+    async def delete(self, sha256: str) -> None:
+        """Remove the blob; no error if it is already gone."""
+
+    def local_path(self, sha256: str) -> Path | None:
+        """A path the server can sendfile from, or None when the blob is not on a local disk."""
+
+    def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the blob, in chunks."""
+        ...
+
+    async def aclose(self) -> None: ...

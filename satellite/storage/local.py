@@ -1,0 +1,70 @@
+"""Blobs on a local filesystem under `root/ab/cd/<sha256>`, written by fsync + atomic rename."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+READ_CHUNK = 1024 * 1024
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[0:2] / sha256[2:4] / sha256
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.path_for(sha256)
+
+    async def exists(self, sha256: str) -> bool:
+        return await asyncio.to_thread(self.path_for(sha256).is_file)
+
+    def _put_sync(self, sha256: str, spooled: Path) -> None:
+        final = self.path_for(sha256)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(spooled, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(spooled, 0o644)
+            os.replace(spooled, final)  # atomic: readers see the old complete file or the new one
+            _fsync_dir(final.parent)
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    async def put(self, sha256: str, spooled: Path) -> None:
+        await asyncio.to_thread(self._put_sync, sha256, spooled)
+
+    async def delete(self, sha256: str) -> None:
+        await asyncio.to_thread(self.path_for(sha256).unlink, True)
+
+    async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(open, self.path_for(sha256), "rb")
+        try:
+            await asyncio.to_thread(handle.seek, start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = await asyncio.to_thread(handle.read, min(READ_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"blob {sha256} is shorter than expected")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,138 @@
+"""Shared fixtures: a real PostgreSQL database, the app over real HTTP, real keys, a movable clock."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from satellite.app import create_app
+from satellite.config import Settings
+from satellite.db.migrate import migrate
+from satellite.nostr.keys import SecretKey
+
+TABLES = ("files", "blobs", "accounts", "auth_events", "blocklist")
+
+
+class FakeClock:
+    """Wall-clock time that tests can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """$DATABASE_URL if set, else an embedded PostgreSQL (pgserver) in a temp dir."""
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        root = Path(tempfile.mkdtemp(prefix="satellite-pg-"))
+        server = pgserver.get_server(root / "pg", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_dsn: str) -> Iterator[str]:
+    """A fresh database for this test session, migrated once."""
+    name = f"satellite_test_{secrets.token_hex(4)}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(_with_database(server_dsn, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield _with_database(server_dsn, name)
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def db(database_url: str):
+    """A connection to the test database, emptied before each test."""
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        public_url="http://cdn.test",
+        max_upload_bytes=8 * 1024 * 1024,
+        database_pool_size=4,
+        trackers="udp://tracker.example:1337/announce,wss://tracker.example",
+    )
+
+
+@pytest.fixture
+async def make_client(aiohttp_client, db, clock: FakeClock):
+    """Build a test client for the app with the given settings (real HTTP on loopback)."""
+
+    async def make(settings: Settings):
+        return await aiohttp_client(create_app(settings, clock=clock))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client, settings: Settings):
+    return await make_client(settings)
+
+
+@pytest.fixture
+def user() -> SecretKey:
+    return SecretKey.generate()

@@ -1,0 +1,29 @@
+"""Signing auth events the way a Nostr client does."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from satellite.nostr.keys import SecretKey
+
+
+def auth_event(
+    key: SecretKey,
+    content: str,
+    tags: list[list[str]] | None = None,
+    *,
+    created_at: int | None = None,
+    kind: int = 22242,
+) -> dict:
+    event = key.sign_event(
+        kind=kind,
+        content=content,
+        tags=tags or [],
+        created_at=int(time.time()) if created_at is None else created_at,
+    )
+    return event.to_dict()
+
+
+def auth_params(key: SecretKey, content: str, tags: list[list[str]] | None = None, **kw) -> dict[str, str]:
+    return {"auth": json.dumps(auth_event(key, content, tags, **kw))}
