@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_RANGES = 16
+_MAX_DIGITS = 19  # sizes are PostgreSQL bigints: below 2**63, which has 19 digits
+_BEYOND_ANY_SIZE = 2**63
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -26,6 +28,19 @@ class RangeNotSatisfiable(Exception):
     """Every requested range lies outside the representation: answer 416."""
 
 
+def _position(digits: str) -> int:
+    """A byte position. Numbers too long for any representation are capped: int() refuses strings of
+    more than 4300 digits, and a client must not be able to turn a Range header into a 500."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= _MAX_DIGITS else _BEYOND_ANY_SIZE
+
+
+def _digits_key(digits: str) -> tuple[int, str]:
+    """Orders decimal strings of any length by value."""
+    significant = digits.lstrip("0")
+    return len(significant), significant
+
+
 def _parse_spec(spec: str, size: int) -> ByteRange | bool | None:
     """One range-spec: a ByteRange, None if unsatisfiable, False if malformed."""
     first, sep, last = spec.partition("-")
@@ -35,18 +50,18 @@ def _parse_spec(spec: str, size: int) -> ByteRange | bool | None:
     if first == "":
         if not last.isdigit():
             return False
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return None
         return ByteRange(max(0, size - suffix), size)
     if not first.isdigit() or (last and not last.isdigit()):
         return False
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _digits_key(last) < _digits_key(first):
         return False
     if start >= size:
         return None
-    stop = size if not last else min(int(last) + 1, size)
+    stop = size if not last else min(_position(last) + 1, size)
     return ByteRange(start, stop)
 
 

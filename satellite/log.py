@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -36,9 +37,13 @@ def configure_logging(*, json_logs: bool, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)  # whatever sys.stderr is now (tests replace it)
 
 
 def _request_id(request: web.Request) -> str:
@@ -64,8 +69,12 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         else:
             sent = response.content_length or 0
         return response
+    except asyncio.CancelledError:
+        status = 499  # the client went away before the response
+        request[ERROR_REASON] = "client disconnected"
+        raise
     except BaseException as exc:
-        status = exc.status if isinstance(exc, web.HTTPException) else 499
+        status = exc.status if isinstance(exc, web.HTTPException) else 500
         raise
     finally:
         fields: dict[str, object] = {

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestServer
 
 from satellite.app import create_app
 from satellite.config import Settings
@@ -123,7 +124,10 @@ async def make_client(aiohttp_client, db, clock: FakeClock):
     """Build a test client for the app with the given settings (real HTTP on loopback)."""
 
     async def make(settings: Settings):
-        return await aiohttp_client(create_app(settings, clock=clock))
+        server = TestServer(create_app(settings, clock=clock))
+        # access_log=None as `satellite serve` runs it: aiohttp's own access log would print query strings.
+        await server.start_server(access_log=None)
+        return await aiohttp_client(server)
 
     return make
 

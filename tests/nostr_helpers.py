@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 
 from satellite.nostr.keys import SecretKey
@@ -15,11 +16,17 @@ def auth_event(
     *,
     created_at: int | None = None,
     kind: int = 22242,
+    unique: bool = True,
 ) -> dict:
+    """A signed event. `unique` adds a random tag so that two events signed in the same second with the
+    same tags get different ids (as a real client's would: it tags each upload with its name and size)."""
+    tags = list(tags or [])
+    if unique:
+        tags.append(["nonce", secrets.token_hex(8)])
     event = key.sign_event(
         kind=kind,
         content=content,
-        tags=tags or [],
+        tags=tags,
         created_at=int(time.time()) if created_at is None else created_at,
     )
     return event.to_dict()

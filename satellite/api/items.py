@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from satellite import ingest, items
@@ -36,14 +38,18 @@ async def put_item(request: web.Request) -> web.Response:
         expected_size=declared_size,
     )
     request[BYTES_RECEIVED] = spooled.size
-    row = await items.store_upload(
-        pool=deps.pool,
-        storage=deps.storage,
-        spooled=spooled,
-        pubkey=event.pubkey,
-        name=name,
-        label=label,
-        now=deps.now(),
+    # The body is complete: finish the commit even if the client goes away now, so a retry finds the
+    # file stored instead of a half-done upload (storage without a row).
+    row = await asyncio.shield(
+        items.store_upload(
+            pool=deps.pool,
+            storage=deps.storage,
+            spooled=spooled,
+            pubkey=event.pubkey,
+            name=name,
+            label=label,
+            now=deps.now(),
+        )
     )
     body = deps.links.describe(row)
     body["nip94"] = nip94_tags(body)
@@ -54,7 +60,9 @@ async def delete_item(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     event = await authorize(request, Action.DELETE)
     sha256 = sha256_tag(event)
-    await items.delete_item(
-        pool=deps.pool, storage=deps.storage, pubkey=event.pubkey, sha256=sha256, now=deps.now()
+    await asyncio.shield(
+        items.delete_item(
+            pool=deps.pool, storage=deps.storage, pubkey=event.pubkey, sha256=sha256, now=deps.now()
+        )
     )
     return web.json_response({"deleted": True, "sha256": sha256})

@@ -102,10 +102,14 @@ async def _send(
             transport = request.transport
             if transport is None or transport.is_closing():
                 return response
-            await asyncio.get_running_loop().sendfile(transport, handle, part.start, part.length)
+            try:
+                await asyncio.get_running_loop().sendfile(transport, handle, part.start, part.length)
+            except NotImplementedError:  # uvloop has no loop.sendfile; it fails before sending anything
+                async for chunk in _read(deps, sha256, part):
+                    await response.write(chunk)
     else:
         await response.prepare(request)
-        async for chunk in deps.storage.read(sha256, part.start, part.stop):
+        async for chunk in _read(deps, sha256, part):
             await response.write(chunk)
     request[BYTES_SENT] = part.length
     await response.write_eof()

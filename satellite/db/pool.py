@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +23,8 @@ async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or join) a PostgreSQL server whose data lives in `data_dir/postgres`; yield its URL."""
-    import warnings
-
-    with warnings.catch_warnings():
+    # pgserver prints its progress to stdout; keep the server's output to our own log lines.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         import pgserver
 
@@ -32,7 +33,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     try:
         yield server.get_uri()
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
             server.cleanup()
 
 

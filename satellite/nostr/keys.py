@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,17 +115,18 @@ def load_or_create_service_key(configured: str, key_file: Path) -> SecretKey:
         return SecretKey.parse(key_file.read_text())
     key = SecretKey.generate()
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key_file.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A temp file of our own (mkstemp: unique name, mode 0600): with a shared name, a concurrent start-up
+    # could truncate it after we linked it, or unlink it before its own link.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{key_file.name}-", suffix=".tmp", dir=key_file.parent)
+    tmp = Path(tmp_name)
     try:
-        os.write(fd, (key.raw.hex() + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, key_file)  # fails if another process created it first: keep theirs
-    except FileExistsError:
-        pass
+        try:
+            os.write(fd, (key.raw.hex() + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, key_file)  # fails if another process created it first: keep theirs
     finally:
         tmp.unlink(missing_ok=True)
     return SecretKey.parse(key_file.read_text())
