@@ -24,7 +24,7 @@ def _settings() -> Settings:
 def _serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from satellite.app import create_app
+    from satellite.app import HTTP_LIMITS, create_app
     from satellite.log import configure_logging
 
     configure_logging(json_logs=settings.json_logs, level=settings.log_level)
@@ -35,6 +35,7 @@ def _serve(settings: Settings) -> None:
         access_log=None,
         print=None,
         shutdown_timeout=10,
+        handler_args=HTTP_LIMITS,
     )
 
 

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from satellite.api import account, items, media, service
-from satellite.auth import AuthRules
+from satellite.auth import MAX_AUTH_CHARS, AuthRules
 from satellite.config import Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db import auth_events
@@ -28,6 +28,9 @@ from satellite.storage.local import LocalStorage
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
 STALE_SPOOL_SECONDS = 6 * 3600
+# The auth event travels in the query string: a request line must fit the largest event we accept,
+# percent-encoded (up to 9 characters per character for non-ASCII text).
+HTTP_LIMITS = {"max_line_size": 9 * MAX_AUTH_CHARS + 4096, "max_field_size": 16 * 1024}
 PRUNE_EVERY_SECONDS = 60
 
 
@@ -84,7 +87,7 @@ async def _prune_auth_events(deps: Deps) -> None:
 
 
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
-    app = web.Application(middlewares=[preflight_middleware, access_log_middleware, error_middleware])
+    app = web.Application(middlewares=[access_log_middleware, preflight_middleware, error_middleware])
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app.cleanup_ctx.append(_resources)

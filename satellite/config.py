@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     def _empty_is_default(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("service_key")
+    @classmethod
+    def _valid_key(cls, value: str) -> str:
+        if value:
+            from satellite.nostr.keys import InvalidKey, SecretKey
+
+            try:
+                SecretKey.parse(value)
+            except InvalidKey as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

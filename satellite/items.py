@@ -62,7 +62,13 @@ async def store_upload(
             await files.insert_blob(conn, blob, now)
             await accounts.ensure(conn, pubkey, now)
             is_new = await files.upsert_file(
-                conn, pubkey=pubkey, sha256=blob.sha256, name=name or info.name, label=label, now=now
+                conn,
+                pubkey=pubkey,
+                sha256=blob.sha256,
+                name=name,
+                label=label,
+                default_name=info.name,
+                now=now,
             )
             if is_new:
                 await accounts.change_storage(conn, pubkey, now, blob.size)

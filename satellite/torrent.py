@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import torf
 
@@ -116,4 +116,6 @@ def magnet_link(
     params: list[tuple[str, str]] = [("dn", display_name), ("xl", str(size))]
     params += [("tr", t) for t in trackers]
     params += [("ws", web_seed), ("xs", torrent_url)]
-    return f"magnet:?xt=urn:btih:{infohash}&" + urlencode(params)
+    # Percent-encoding only (a space is %20, never "+"): clients such as Transmission decode magnet
+    # values with a plain percent-decoder, which would show a "+" in the name.
+    return f"magnet:?xt=urn:btih:{infohash}&" + urlencode(params, quote_via=quote)

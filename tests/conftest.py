@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from satellite.app import create_app
+from satellite.app import HTTP_LIMITS, create_app
 from satellite.config import Settings
 from satellite.db.migrate import migrate
 from satellite.nostr.keys import SecretKey
@@ -126,7 +126,7 @@ async def make_client(aiohttp_client, db, clock: FakeClock):
     async def make(settings: Settings):
         server = TestServer(create_app(settings, clock=clock))
         # access_log=None as `satellite serve` runs it: aiohttp's own access log would print query strings.
-        await server.start_server(access_log=None)
+        await server.start_server(access_log=None, **HTTP_LIMITS)
         return await aiohttp_client(server)
 
     return make

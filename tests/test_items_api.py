@@ -280,7 +280,7 @@ async def test_label_with_control_characters_is_refused(client, user, db, settin
 async def test_unicode_names_and_labels_round_trip(client, user):
     data = await (await upload(client, user, b"data!", [["name", "café ☕.txt"], ["label", "日本"]])).json()
     assert (data["name"], data["label"]) == ("café ☕.txt", "日本")
-    assert "dn=caf%C3%A9+%E2%98%95.txt" in data["magnet"]
+    assert "dn=caf%C3%A9%20%E2%98%95.txt" in data["magnet"]
 
 
 async def test_client_disconnecting_mid_body_leaves_nothing(client, user, db, settings):
@@ -415,3 +415,10 @@ async def test_usage_is_metered_over_time_and_survives_delete(client, user, cloc
     after = await resp.json()
     assert after["usageTotal"] == pytest.approx(usage, rel=1e-6)  # no more accrual, nothing erased
     assert after["storageTotal"] == 0
+
+
+async def test_reupload_without_tags_keeps_the_name_and_label(client, user):
+    body = os.urandom(999)
+    await upload(client, user, body, [["name", "kept.bin"], ["label", "keep"]])
+    again = await (await upload(client, user, body)).json()
+    assert (again["name"], again["label"]) == ("kept.bin", "keep")

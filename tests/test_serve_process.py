@@ -87,3 +87,10 @@ def test_invalid_setting_stops_start_up_with_its_name(tmp_path):
     )
     assert proc.returncode != 0
     assert b"PORT" in proc.stderr
+
+
+def test_a_bad_service_key_is_named(tmp_path):
+    env = {**os.environ, "SERVICE_KEY": "nsec1notakey", "DATA_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "satellite", "migrate"], env=env, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    assert b"SERVICE_KEY" in proc.stderr

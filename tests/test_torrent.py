@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import torf
@@ -76,7 +77,7 @@ def reference_pieces(data: bytes, piece_length: int) -> bytes:
 
 def feed(hasher: PieceHasher, data: bytes, cuts: list[int]) -> bytes:
     points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
-    for start, stop in zip(points, points[1:], strict=False):
+    for start, stop in itertools.pairwise(points):
         chunk = data[start:stop]
         hasher.update(memoryview(chunk) if start % 2 else chunk)
     return hasher.finish()
@@ -305,6 +306,12 @@ def make_magnet(name: str, size: int = 123_456, trackers: list[str] = TRACKERS) 
     )
 
 
+def strict_params(uri: str) -> list[tuple[str, str]]:
+    """Magnet parameters decoded the way Transmission does (curl_unescape): `%XX` only, `+` stays `+`."""
+    query = uri.split("?", 1)[1]
+    return [(key, unquote(value)) for key, value in (pair.split("=", 1) for pair in query.split("&"))]
+
+
 def test_magnet_has_every_parameter() -> None:
     uri = make_magnet("holiday clip.mp4")
     parts = urlsplit(uri)
@@ -319,6 +326,15 @@ def test_magnet_has_every_parameter() -> None:
         "ws": [SEED],
         "xs": [TORRENT_URL],
     }
+    assert "&dn=holiday%20clip.mp4&" in uri  # a space is %20: "+" would show up as "+" in some clients
+    assert strict_params(uri) == [
+        ("xt", f"urn:btih:{INFOHASH}"),
+        ("dn", "holiday clip.mp4"),
+        ("xl", "123456"),
+        *[("tr", t) for t in TRACKERS],
+        ("ws", SEED),
+        ("xs", TORRENT_URL),
+    ]
 
 
 def test_magnet_escapes_what_would_break_the_query() -> None:
@@ -329,6 +345,7 @@ def test_magnet_escapes_what_would_break_the_query() -> None:
     assert query.count("&") == 4 + len(TRACKERS)  # separators only: xt dn xl tr.. ws xs
     assert "xs=https%3A%2F%2Fcdn.example%2F" in query
     assert parse_qs(query)["dn"] == [name]
+    assert dict(strict_params(uri))["dn"] == name
 
 
 def test_magnet_without_trackers() -> None:
@@ -346,6 +363,7 @@ def test_magnet_without_trackers() -> None:
 def test_torf_parses_the_magnet_back(name: str, size: int) -> None:
     uri = make_magnet(name, size)
     assert parse_qs(urlsplit(uri).query)["dn"] == [name]
+    assert dict(strict_params(uri))["dn"] == name
     magnet = torf.Magnet.from_string(uri)
     assert magnet.infohash == INFOHASH
     assert magnet.dn == name

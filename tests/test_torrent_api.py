@@ -158,3 +158,18 @@ async def test_blocked_file_has_no_torrent(client, user, db) -> None:
     await db.execute("INSERT INTO blocklist (kind, value) VALUES ('sha256', $1)", sha)
     assert (await client.get(f"/{sha}.torrent")).status == 404
     assert (await client.get(f"/{sha}")).status == 404
+
+
+async def test_an_uploaded_torrent_file_does_not_hide_behind_our_torrent(client, user) -> None:
+    """A user's own .torrent file must not get the URL /<sha256>.torrent: that path is its torrent."""
+    body = b"d8:announce21:http://t.example/ann4:infod6:lengthi1e4:name1:a12:piece lengthi16384e6:pieces20:"
+    body += b"\x00" * 20 + b"ee"
+    data = await upload(client, user, body, [["name", "someone else's.torrent"]])
+    sha = data["sha256"]
+    assert not data["url"].endswith(".torrent")
+    got = await client.get(urlsplit(data["url"]).path)
+    assert got.status == 200 and await got.read() == body  # the web seed serves the user's bytes
+    _, torrent = await fetch_torrent(client, sha)  # and /<sha>.torrent is the torrent *of* those bytes
+    assert torrent.infohash == data["infohash"]
+    assert torrent.size == len(body)
+    assert torrent.webseeds == [data["url"]]

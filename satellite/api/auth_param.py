@@ -53,7 +53,7 @@ def file_name_tag(event: Event) -> str | None:
 
 def label_tag(event: Event) -> str | None:
     label = event.first_tag("label")
-    if label is None:
+    if not label:
         return None
     if len(label) > MAX_LABEL_CHARS:
         raise ApiError(400, f"label tag is too long (at most {MAX_LABEL_CHARS} characters)")

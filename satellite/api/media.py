@@ -21,7 +21,7 @@ from satellite.torrent import TorrentInfo, torrent_bytes
 
 log = structlog.get_logger("satellite.media")
 
-_BLOB_NAME = re.compile(r"^([0-9a-f]{64})(?:\.([A-Za-z0-9]{1,32}))?$")
+_BLOB_NAME = re.compile(r"^([0-9a-f]{64})(?:\.([A-Za-z0-9][A-Za-z0-9.]{0,31}))?$")
 _HASH_LIKE = re.compile(r"^[0-9A-Za-z]{32,128}$")
 IMMUTABLE = "public, max-age=31536000, immutable"
 SANDBOX_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
@@ -55,7 +55,7 @@ def blob_headers(sha256: str, mime_type: str) -> dict[str, str]:
 async def serve_path(request: web.Request) -> web.StreamResponse:
     sha256, ext = parse_blob_name(request.match_info["name"])
     deps = request.app[DEPS]
-    if ext == "torrent":
+    if ext is not None and ext.lower() == "torrent":
         return await _serve_torrent(request, deps, sha256)
     blob = await files.get_blob_for_serving(deps.pool, sha256)
     if blob is None or blob.blocked:

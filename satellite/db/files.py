@@ -64,18 +64,29 @@ async def get_blob(db: Executor, sha256: str) -> BlobRow | None:
 
 
 async def upsert_file(
-    conn: Connection, *, pubkey: str, sha256: str, name: str, label: str | None, now: datetime
+    conn: Connection,
+    *,
+    pubkey: str,
+    sha256: str,
+    name: str | None,
+    label: str | None,
+    default_name: str,
+    now: datetime,
 ) -> bool:
-    """Give `pubkey` the file (the latest name and label win); True if it is new to this owner."""
+    """Give `pubkey` the file; True if it is new to this owner. On a repeat upload a given name or label
+    replaces the stored one and an absent one keeps it."""
     row = await conn.fetchrow(
-        "INSERT INTO files (pubkey, sha256, name, label, created_at) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (pubkey, sha256) DO UPDATE SET name = EXCLUDED.name, label = EXCLUDED.label"
+        "INSERT INTO files (pubkey, sha256, name, label, created_at)"
+        " VALUES ($1, $2, COALESCE($3, $6), $4, $5)"
+        " ON CONFLICT (pubkey, sha256) DO UPDATE SET"
+        " name = COALESCE($3, files.name), label = COALESCE($4, files.label)"
         " RETURNING (xmax = 0) AS inserted",
         pubkey,
         sha256,
         name,
         label,
         now,
+        default_name,
     )
     assert row is not None
     return bool(row["inserted"])

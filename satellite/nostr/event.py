@@ -119,7 +119,9 @@ def parse_event(text: str) -> Event:
     """Parse event JSON text; raises EventError naming the first rule broken."""
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    # ValueError, not only JSONDecodeError: a number longer than Python's int-parsing limit (4300 digits)
+    # raises a plain ValueError, which would otherwise escape as a 500.
+    except (ValueError, RecursionError) as exc:
         raise EventError("event is not valid JSON") from exc
     return event_from_obj(obj)
 
