@@ -47,6 +47,10 @@ def wait_ready(base: str, proc: subprocess.Popen) -> None:
     raise SystemExit("server did not start")
 
 
+def start_server(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "satellite", "serve"], env=env, cwd=ROOT)
+
+
 def make_file(path: Path, size: int) -> str:
     digest = hashlib.sha256()
     with path.open("wb") as handle:
@@ -85,7 +89,7 @@ async def main(size_mib: int) -> None:
         port = free_port()
         env = {**os.environ, "PORT": str(port), "DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "warning"}
         env.pop("DATABASE_URL", None)
-        proc = subprocess.Popen([sys.executable, "-m", "satellite", "serve"], env=env, cwd=ROOT)
+        proc = start_server(env)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base, proc)

@@ -24,7 +24,8 @@ async def test_concurrent_migrations_apply_each_file_once(server_dsn):
         assert sum(len(r) for r in results) == len(expected)  # each file applied by exactly one process
         assert await migrate(conns[0]) == []  # idempotent
         tables = {
-            r["tablename"] for r in await conns[0].fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+            r["tablename"]
+            for r in await conns[0].fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
         }
         assert {"accounts", "blobs", "files", "auth_events", "blocklist", "schema_migrations"} <= tables
         for c in conns:

@@ -1,4 +1,4 @@
-"""`satellite serve` as an operator runs it: embedded PostgreSQL, local disk, settings from the environment."""
+"""`satellite serve` as an operator runs it: embedded PostgreSQL, local disk, settings from the env."""
 
 from __future__ import annotations
 
@@ -91,6 +91,8 @@ def test_invalid_setting_stops_start_up_with_its_name(tmp_path):
 
 def test_a_bad_service_key_is_named(tmp_path):
     env = {**os.environ, "SERVICE_KEY": "nsec1notakey", "DATA_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "satellite", "migrate"], env=env, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "satellite", "migrate"], env=env, capture_output=True, timeout=60
+    )
     assert proc.returncode != 0
     assert b"SERVICE_KEY" in proc.stderr
