@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import os
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -54,7 +55,8 @@ def png_bytes() -> bytes:
 
 
 async def test_upload_returns_satellite_fields(client, user):
-    body = os.urandom(100_000)
+    # Fixed pseudo-random bytes: libmagic sees a weak signature in about 1% of truly random buffers.
+    body = random.Random(2).randbytes(100_000)
     tags = [["name", "clip.bin"], ["label", "foo"], ["size", str(len(body))]]
     resp = await upload(client, user, body, tags)
     assert resp.status == 200, await resp.text()

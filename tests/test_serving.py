@@ -63,6 +63,12 @@ async def blob(client, user) -> tuple[str, bytes]:
     return await upload(client, user, body), body
 
 
+async def read_body(resp) -> bytes:
+    """The whole body, or a failure instead of a hang when the server sends less than it announced."""
+    async with asyncio.timeout(5):
+        return await resp.read()
+
+
 async def assert_json_error(resp, status: int) -> str:
     """Every failure: the status, a JSON body {"status": "error", "reason": ...}, the reason in X-Reason."""
     assert resp.status == status, await resp.text()
@@ -108,7 +114,7 @@ async def test_get_by_hash_with_or_without_any_extension(client, blob):
     for path in (f"/{sha}", f"/{sha}.bin", f"/{sha}.png", f"/{sha}.mp4", f"/{sha}.PNG", f"/{sha}.whatever"):
         resp = await client.get(path)
         assert resp.status == 200, path
-        assert await resp.read() == body, path
+        assert await read_body(resp) == body, path
         # the stored type, whatever extension the link carries
         assert resp.headers["Content-Type"] == "application/octet-stream", path
         assert resp.headers["Content-Length"] == str(len(body))
@@ -137,7 +143,7 @@ async def test_head_has_type_and_length_and_no_body(client, user):
         assert resp.headers["Content-Length"] == str(len(body))
         assert resp.headers["ETag"] == f'"{sha}"'
         assert resp.headers["Accept-Ranges"] == "bytes"
-        assert await resp.read() == b""
+        assert await read_body(resp) == b""
     # on the wire: nothing follows the head, or a kept-alive connection would be corrupted
     head, rest = await raw_exchange(
         client, f"HEAD /{sha}.png HTTP/1.1\r\nHost: cdn.test\r\nConnection: close\r\n\r\n".encode()
@@ -153,7 +159,7 @@ async def test_head_then_get_on_one_kept_alive_connection(client, blob):
         head = await client.head(f"/{sha}")
         assert head.status == 200
         get = await client.get(f"/{sha}", headers={"Range": "bytes=0-99"})
-        assert await get.read() == body[:100]
+        assert await read_body(get) == body[:100]
 
 
 async def test_large_file_is_sent_whole_and_in_ranges(client, user):
@@ -162,18 +168,18 @@ async def test_large_file_is_sent_whole_and_in_ranges(client, user):
     resp = await client.get(f"/{sha}")
     assert resp.status == 200
     assert resp.headers["Content-Length"] == str(len(body))
-    got = await resp.read()
+    got = await read_body(resp)
     assert len(got) == len(body)
     assert hashlib.sha256(got).hexdigest() == sha
 
     start, end = 1024 * 1024 - 5, 2 * 1024 * 1024 + 5  # across storage read chunks
     part = await client.get(f"/{sha}", headers={"Range": f"bytes={start}-{end}"})
     assert part.status == 206
-    assert await part.read() == body[start : end + 1]
+    assert await read_body(part) == body[start : end + 1]
 
     multi = await client.get(f"/{sha}", headers={"Range": f"bytes=0-1048576,{end}-,-3"})
     assert multi.status == 206
-    parts = parse_byteranges(multi.headers["Content-Type"], await multi.read())
+    parts = parse_byteranges(multi.headers["Content-Type"], await read_body(multi))
     assert [p[2] for p in parts] == [body[: 1024 * 1024 + 1], body[end:]]  # the suffix merges in
 
 
@@ -191,7 +197,7 @@ async def test_if_none_match_gives_304(client, blob, if_none_match):
             method, f"/{sha}.bin", headers={"If-None-Match": if_none_match.format(sha=sha)}
         )
         assert resp.status == 304, method
-        assert await resp.read() == b""
+        assert await read_body(resp) == b""
         assert resp.headers["ETag"] == f'"{sha}"'
         assert resp.headers["Cache-Control"] == IMMUTABLE
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
@@ -201,7 +207,7 @@ async def test_if_none_match_with_other_tags_gives_the_file(client, blob):
     sha, body = blob
     resp = await client.get(f"/{sha}", headers={"If-None-Match": f'"{"0" * 64}", "{sha[:-1]}"'})
     assert resp.status == 200
-    assert await resp.read() == body
+    assert await read_body(resp) == body
 
 
 async def test_if_none_match_wins_over_range(client, blob):
@@ -234,7 +240,7 @@ async def test_single_range_gives_206_with_exact_bytes(client, blob, header, sta
     assert resp.headers["Content-Length"] == str(stop - start)
     assert resp.headers["Content-Type"] == "application/octet-stream"
     assert resp.headers["ETag"] == f'"{sha}"'
-    assert await resp.read() == body[start:stop]
+    assert await read_body(resp) == body[start:stop]
 
 
 async def test_head_with_range_gives_206_headers_only(client, blob):
@@ -243,7 +249,7 @@ async def test_head_with_range_gives_206_headers_only(client, blob):
     assert resp.status == 206
     assert resp.headers["Content-Range"] == "bytes 10-19/10000"
     assert resp.headers["Content-Length"] == "10"
-    assert await resp.read() == b""
+    assert await read_body(resp) == b""
 
 
 async def test_multi_range_gives_multipart_byteranges(client, blob):
@@ -253,7 +259,7 @@ async def test_multi_range_gives_multipart_byteranges(client, blob):
     content_type = resp.headers["Content-Type"]
     assert content_type.startswith("multipart/byteranges; boundary=")
     assert "Content-Range" not in resp.headers  # it is on each part instead
-    raw = await resp.read()
+    raw = await read_body(resp)
     assert resp.headers["Content-Length"] == str(len(raw))
     boundary = content_type.split("boundary=", 1)[1].strip('"')
     assert raw.startswith(f"--{boundary}\r\n".encode())
@@ -273,12 +279,12 @@ async def test_multi_range_head_announces_the_multipart_length(client, blob):
     sha, _ = blob
     headers = {"Range": "bytes=0-9,100-199"}
     got = await client.get(f"/{sha}", headers=headers)
-    raw = await got.read()
+    raw = await read_body(got)
     head = await client.head(f"/{sha}", headers=headers)
     assert head.status == 206
     assert head.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
     assert head.headers["Content-Length"] == str(len(raw))  # boundaries are the same length
-    assert await head.read() == b""
+    assert await read_body(head) == b""
 
 
 @pytest.mark.parametrize(
@@ -304,7 +310,7 @@ async def test_malformed_range_is_ignored(client, blob, header):
     resp = await client.get(f"/{sha}", headers={"Range": header})
     assert resp.status == 200
     assert "Content-Range" not in resp.headers
-    assert await resp.read() == body
+    assert await read_body(resp) == body
 
 
 async def test_too_many_ranges_get_the_whole_file(client, blob):
@@ -312,7 +318,7 @@ async def test_too_many_ranges_get_the_whole_file(client, blob):
     many = ",".join(f"{i * 100}-{i * 100}" for i in range(40))
     resp = await client.get(f"/{sha}", headers={"Range": f"bytes={many}"})
     assert resp.status == 200
-    assert await resp.read() == body
+    assert await read_body(resp) == body
 
 
 @pytest.mark.parametrize(
@@ -329,7 +335,7 @@ async def test_if_range(client, blob, if_range, status):
     headers = {"Range": "bytes=0-9", "If-Range": if_range.format(sha=sha, wrong="f" * 64)}
     resp = await client.get(f"/{sha}", headers=headers)
     assert resp.status == status
-    assert await resp.read() == (body[:10] if status == 206 else body)
+    assert await read_body(resp) == (body[:10] if status == 206 else body)
 
 
 # --- active content ---------------------------------------------------------------------------
@@ -460,7 +466,7 @@ async def test_cors_and_request_id_on_every_kind_of_response(client, blob):
         assert resp.headers["X-Request-Id"], (method, path, headers)
         exposed = {h.strip().lower() for h in resp.headers["Access-Control-Expose-Headers"].split(",")}
         assert {"content-range", "etag", "x-reason", "content-length"} <= exposed
-        await resp.read()
+        await read_body(resp)
 
 
 async def test_request_id_given_by_the_client_is_echoed(client, blob):
@@ -499,7 +505,7 @@ async def test_preflight_is_answered_on_every_route(client, blob, path):
     allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
     assert "authorization" in allowed  # `*` alone does not cover Authorization
     assert {"content-type", "range", "x-custom"} <= allowed
-    assert await resp.read() == b""
+    assert await read_body(resp) == b""
 
 
 async def test_preflight_without_request_headers_still_names_authorization(client):
@@ -523,10 +529,10 @@ def test_files_are_served_under_uvloop(settings):
             async with asyncio.timeout(10):
                 full = await uv_client.get(f"/{sha}")
                 assert full.status == 200
-                assert await full.read() == body
+                assert await read_body(full) == body
                 part = await uv_client.get(f"/{sha}", headers={"Range": "bytes=1000-1999"})
                 assert part.status == 206
-                assert await part.read() == body[1000:2000]
+                assert await read_body(part) == body[1000:2000]
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
