@@ -1,11 +1,13 @@
-"""The `satellite` command: serve, migrate."""
+"""The `satellite` command: serve, migrate, dev-pay."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
+import asyncpg
 from pydantic import ValidationError
 
 from satellite.config import Settings
@@ -39,19 +41,16 @@ def _serve(settings: Settings) -> None:
     )
 
 
-async def _migrate(settings: Settings) -> None:
-    import asyncpg
-
-    from satellite.db.migrate import migrate
+async def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
+    """Run `work` on a connection to the configured database (or the embedded one in DATA_DIR)."""
     from satellite.db.pool import embedded_postgres
 
     async def run(dsn: str) -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            applied = await migrate(conn)
+            await work(conn)
         finally:
             await conn.close()
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
     if settings.database_url:
         await run(settings.database_url)
@@ -60,20 +59,46 @@ async def _migrate(settings: Settings) -> None:
             await run(dsn)
 
 
+async def _migrate(conn: asyncpg.Connection) -> None:
+    from satellite.db.migrate import migrate
+
+    applied = await migrate(conn)
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+def _dev_pay(invoice: str, amount_msat: int | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    async def work(conn: asyncpg.Connection) -> None:
+        from satellite.lightning.dev import DevPaymentError, pay_dev_invoice
+
+        try:
+            payment_hash, paid = await pay_dev_invoice(conn, invoice, amount_msat=amount_msat)
+        except DevPaymentError as exc:
+            sys.exit(f"satellite dev-pay: {exc}")
+        print(f"paid {paid} msat, payment hash {payment_hash}")
+
+    return work
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="satellite", description="Nostr-authenticated, Lightning-paid CDN")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP server (settings come from environment variables)")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    pay = sub.add_parser("dev-pay", help="pay an invoice of the built-in dev Lightning node")
+    pay.add_argument("bolt11", help="the invoice from the LNURL callback")
+    pay.add_argument(
+        "--amount-msat", type=int, default=None, help="pay this amount instead (to test underpaying)"
+    )
     args = parser.parse_args(argv)
     settings = _settings()
     if args.command == "serve":
         _serve(settings)
-    elif args.command == "migrate":
+    else:
         from satellite.log import configure_logging
 
         configure_logging(json_logs=settings.json_logs, level=settings.log_level)
-        asyncio.run(_migrate(settings))
+        work = _migrate if args.command == "migrate" else _dev_pay(args.bolt11, args.amount_msat)
+        asyncio.run(_with_database(settings, work))
 
 
 if __name__ == "__main__":

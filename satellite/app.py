@@ -7,12 +7,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import structlog
 from aiohttp import web
 
-from satellite.api import account, items, media, service
+from satellite.api import account, billing, items, media, service
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
-from satellite.config import Settings
+from satellite.billing.pricing import build_pricing
+from satellite.billing.watcher import SettlementWatcher
+from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db import auth_events
 from satellite.db.migrate import migrate
@@ -20,6 +23,7 @@ from satellite.db.pool import create_pool, embedded_postgres, wait_for_database
 from satellite.deps import CLOCK, DEPS, SETTINGS, Clock, Deps
 from satellite.errors import error_middleware
 from satellite.ingest import remove_stale_spools
+from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.log import access_log_middleware
 from satellite.nostr.keys import load_or_create_service_key
@@ -27,6 +31,7 @@ from satellite.storage.local import LocalStorage
 
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
+WATCHER = web.AppKey("watcher", SettlementWatcher)
 STALE_SPOOL_SECONDS = 6 * 3600
 # The auth event travels in the query string: a request line must fit the largest event we accept,
 # percent-encoded (up to 9 characters per character for non-ASCII text).
@@ -57,6 +62,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         service_key = await asyncio.to_thread(
             load_or_create_service_key, settings.service_key, settings.data_dir / "service.key"
         )
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        lightning = build_backend(settings, session, pool)
+        stack.push_async_callback(lightning.aclose)
         app[DEPS] = Deps(
             settings=settings,
             pool=pool,
@@ -65,16 +74,33 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             service_key=service_key,
             auth_rules=AuthRules(window_seconds=settings.auth_window_seconds),
             links=Links(base_url=settings.base_url, trackers=tuple(settings.tracker_list)),
+            pricing=build_pricing(settings, session),
+            lightning=lightning,
             clock=app[CLOCK],
         )
-        pruner = asyncio.create_task(_prune_auth_events(app[DEPS]))
+        watcher = SettlementWatcher(
+            dsn=dsn,
+            pool=pool,
+            backend=lightning,
+            service_key=service_key,
+            free_bytes=settings.free_storage_bytes,
+            poll_seconds=settings.settlement_poll_seconds,
+            clock=app[CLOCK],
+        )
+        app[WATCHER] = watcher
+        background = [
+            asyncio.create_task(_prune_auth_events(app[DEPS])),
+            asyncio.create_task(watcher.run()),
+        ]
         log.info("ready", url=settings.base_url, pubkey=service_key.pubkey, storage=str(settings.blob_dir))
         try:
             yield
         finally:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 async def _prune_auth_events(deps: Deps) -> None:
@@ -98,5 +124,10 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
         app.router.add_put(f"{prefix}/item", items.put_item)
         app.router.add_delete(f"{prefix}/item", items.delete_item)
         app.router.add_get(f"{prefix}/account", account.get_account, allow_head=False)
+        app.router.add_get(f"{prefix}/account/credit", billing.request_credit, allow_head=False)
+    app.router.add_get(billing.CALLBACK_PATH, billing.lnurl_callback, allow_head=False)
+    app.router.add_get("/.well-known/lnurlp/{name}", billing.lnurl_pay, allow_head=False)
+    if settings.lightning_backend is LightningBackendName.DEV and settings.environment is Environment.DEV:
+        app.router.add_post("/dev/pay", billing.dev_pay)
     app.router.add_get("/{name}", media.serve_path)  # GET and HEAD
     return app

@@ -6,6 +6,7 @@ Nothing reads the environment anywhere else: parts of the server receive the val
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 
@@ -32,6 +33,13 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class LightningBackendName(StrEnum):
+    DEV = "dev"
+    LND = "lnd"
+    LNBITS = "lnbits"
+    CLN = "cln"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -55,12 +63,55 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "info"
 
+    # --- billing ---
+    # Price in USD per GB-month (GB = 10^9 bytes, month = 2,592,000 s), shown as rateFiat.usd.
+    rate_usd_per_gb_month: Decimal = Field(Decimal("0.05"), gt=0)
+    # A fixed price in sats per GB-month; 0 means: convert the USD rate with live exchange rates.
+    price_sats_per_gb_month: int = Field(50, ge=0)
+    # Exchange-rate providers (used when PRICE_SATS_PER_GB_MONTH is 0), queried together.
+    exchange_rate_providers: str = "coinbase,kraken,bitstamp,coingecko"
+    exchange_rate_timeout_seconds: float = Field(3.0, gt=0)
+    exchange_rate_ttl_seconds: int = Field(60, ge=1)
+    exchange_rate_stale_seconds: int = Field(900, ge=0)
+    max_gb_months: int = Field(120, ge=1)
+    offer_ttl_seconds: int = Field(900, ge=60)
+    free_storage_bytes: int = Field(0, ge=0)
+    # Relays named in the kind 9734 payment template (where a receipt may be published).
+    relays: str = "wss://relay.damus.io,wss://nos.lol"
+    lnurl_name: str = "storage"
+
+    # --- lightning ---
+    lightning_backend: LightningBackendName = LightningBackendName.DEV
+    # The dev node settles invoices only when told to (`satellite dev-pay`); production refuses it
+    # unless this is set.
+    allow_dev_lightning: bool = False
+    lnd_rest_url: str = ""
+    lnd_macaroon: str = ""  # hex
+    lnd_macaroon_file: Path | None = None
+    lnd_tls_cert_file: Path | None = None
+    lnbits_url: str = ""
+    lnbits_api_key: str = ""  # an invoice/read key is enough
+    lnbits_api_key_file: Path | None = None
+    cln_rest_url: str = ""
+    cln_rune: str = ""
+    cln_rune_file: Path | None = None
+    cln_tls_cert_file: Path | None = None
+    settlement_poll_seconds: float = Field(30.0, gt=0)
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("storage_dir", mode="before")
+    @field_validator(
+        "storage_dir",
+        "lnd_macaroon_file",
+        "lnd_tls_cert_file",
+        "lnbits_api_key_file",
+        "cln_rune_file",
+        "cln_tls_cert_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         return None if value == "" else value
@@ -95,6 +146,14 @@ class Settings(BaseSettings):
     @property
     def tracker_list(self) -> list[str]:
         return [t.strip() for t in self.trackers.split(",") if t.strip()]
+
+    @property
+    def relay_list(self) -> list[str]:
+        return [r.strip() for r in self.relays.split(",") if r.strip()]
+
+    @property
+    def provider_list(self) -> list[str]:
+        return [p.strip() for p in self.exchange_rate_providers.split(",") if p.strip()]
 
     @property
     def json_logs(self) -> bool:

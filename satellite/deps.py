@@ -12,7 +12,9 @@ import asyncpg
 from aiohttp import web
 
 from satellite.auth import AuthRules
+from satellite.billing.pricing import Pricing
 from satellite.config import Settings
+from satellite.lightning.base import LightningBackend
 from satellite.links import Links
 from satellite.nostr.keys import SecretKey
 from satellite.storage.base import BlobStorage
@@ -29,6 +31,8 @@ class Deps:
     service_key: SecretKey
     auth_rules: AuthRules
     links: Links
+    pricing: Pricing
+    lightning: LightningBackend
     clock: Clock = time.time
 
     def now(self) -> datetime:

@@ -33,6 +33,7 @@ async def store_upload(
     name: str | None,
     label: str | None,
     now: datetime,
+    free_bytes: int,
 ) -> FileRow:
     try:
         mime_type, ext = await asyncio.to_thread(detect, spooled.head, name)
@@ -71,7 +72,7 @@ async def store_upload(
                 now=now,
             )
             if is_new:
-                await accounts.change_storage(conn, pubkey, now, blob.size)
+                await accounts.change_storage(conn, pubkey, now, blob.size, free_bytes=free_bytes)
             row = await files.get_file(conn, pubkey, blob.sha256)
     finally:
         spooled.path.unlink(missing_ok=True)
@@ -81,7 +82,7 @@ async def store_upload(
 
 
 async def delete_item(
-    *, pool: asyncpg.Pool, storage: BlobStorage, pubkey: str, sha256: str, now: datetime
+    *, pool: asyncpg.Pool, storage: BlobStorage, pubkey: str, sha256: str, now: datetime, free_bytes: int
 ) -> None:
     """Remove the caller's file; the blob goes with its last owner. 404 if the caller has no such file."""
     async with pool.acquire() as conn:
@@ -91,7 +92,7 @@ async def delete_item(
                 size = await files.delete_file(conn, pubkey, sha256)
                 if size is None:
                     raise ApiError(404, "you have no file with this sha256")
-                await accounts.change_storage(conn, pubkey, now, -size)
+                await accounts.change_storage(conn, pubkey, now, -size, free_bytes=free_bytes)
                 blob_gone = await files.delete_blob_if_unowned(conn, sha256)
             if blob_gone:
                 try:

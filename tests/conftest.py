@@ -21,7 +21,7 @@ from satellite.config import Settings
 from satellite.db.migrate import migrate
 from satellite.nostr.keys import SecretKey
 
-TABLES = ("files", "blobs", "accounts", "auth_events", "blocklist")
+TABLES = ("files", "blobs", "accounts", "auth_events", "blocklist", "offers", "lightning_cursors", "dev_invoices")
 
 
 class FakeClock:
@@ -116,6 +116,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         max_upload_bytes=8 * 1024 * 1024,
         database_pool_size=4,
         trackers="udp://tracker.example:1337/announce,wss://tracker.example",
+        # Tests of storage itself run on a free allowance; billing tests set it to 0.
+        free_storage_bytes=10**12,
+        price_sats_per_gb_month=50,
+        settlement_poll_seconds=0.5,
     )
 
 

@@ -1,15 +1,14 @@
-"""GET /account, Satellite v1: totals, metered usage, files."""
+"""GET /account, Satellite v1: totals, metered usage, paid-through time, files, transactions."""
 
 from __future__ import annotations
-
-from decimal import Decimal
 
 from aiohttp import web
 
 from satellite.api.auth_param import authorize
 from satellite.auth import Action
-from satellite.billing.metering import Balance, advance, gb_months
-from satellite.db import accounts, files
+from satellite.billing.balance import settled_balance
+from satellite.billing.metering import gb_months
+from satellite.db import files, offers
 from satellite.deps import DEPS
 
 
@@ -17,14 +16,11 @@ async def get_account(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     event = await authorize(request, Action.ACCOUNT)
     now = deps.now()
-    row = await accounts.get(deps.pool, event.pubkey)
+    balance = await settled_balance(deps.pool, event.pubkey, now, free_bytes=deps.settings.free_storage_bytes)
     file_rows = await files.list_files(deps.pool, event.pubkey)
-    if row is None:
-        balance = Balance(Decimal(0), Decimal(0), 0)
-    else:
-        usage = advance(row.usage_byte_seconds, row.storage_bytes, row.usage_updated_at, now)
-        balance = Balance(row.credit_byte_seconds, usage, row.storage_bytes)
+    transactions = await offers.transactions(deps.pool, event.pubkey)
     remaining = balance.seconds_remaining
+    sats_per_usd = deps.pricing.display_sats_per_usd()
     return web.json_response(
         {
             "storageTotal": balance.storage_bytes,
@@ -32,9 +28,9 @@ async def get_account(request: web.Request) -> web.Response:
             "usageTotal": float(gb_months(balance.usage_byte_seconds)),
             "paidThrough": None if remaining is None else int(now.timestamp()) + remaining,
             "timeRemaining": remaining,
-            "rateFiat": {"usd": 0},
-            "exchangeFiat": {"usd": 0},
+            "rateFiat": {"usd": float(deps.settings.rate_usd_per_gb_month)},
+            "exchangeFiat": {"usd": float(sats_per_usd) if sats_per_usd is not None else None},
             "files": [deps.links.describe(f) for f in file_rows],
-            "transactions": [],
+            "transactions": transactions,
         }
     )

@@ -9,6 +9,7 @@ from aiohttp import web
 from satellite import ingest, items
 from satellite.api.auth_param import authorize, file_name_tag, label_tag, sha256_tag, size_tag
 from satellite.auth import Action
+from satellite.billing.balance import require_room
 from satellite.deps import DEPS
 from satellite.errors import ApiError
 from satellite.links import nip94_tags
@@ -30,6 +31,8 @@ async def put_item(request: web.Request) -> web.Response:
         raise ApiError(413, f"upload exceeds the limit of {limit} bytes")
     if announced == 0:
         raise ApiError(400, "empty body: the request body must contain the file")
+    free_bytes = deps.settings.free_storage_bytes
+    await require_room(deps.pool, event.pubkey, announced or 1, deps.now(), free_bytes=free_bytes)
     spooled = await ingest.spool(
         request.content,
         staging_dir=deps.staging_dir,
@@ -38,6 +41,12 @@ async def put_item(request: web.Request) -> web.Response:
         expected_size=declared_size,
     )
     request[BYTES_RECEIVED] = spooled.size
+    if announced is None:  # the size is known only now: the free allowance may not cover it
+        try:
+            await require_room(deps.pool, event.pubkey, spooled.size, deps.now(), free_bytes=free_bytes)
+        except ApiError:
+            spooled.path.unlink(missing_ok=True)
+            raise
     # The body is complete: finish the commit even if the client goes away now, so a retry finds the
     # file stored instead of a half-done upload (storage without a row).
     row = await asyncio.shield(
@@ -49,6 +58,7 @@ async def put_item(request: web.Request) -> web.Response:
             name=name,
             label=label,
             now=deps.now(),
+            free_bytes=free_bytes,
         )
     )
     body = deps.links.describe(row)
@@ -62,7 +72,12 @@ async def delete_item(request: web.Request) -> web.Response:
     sha256 = sha256_tag(event)
     await asyncio.shield(
         items.delete_item(
-            pool=deps.pool, storage=deps.storage, pubkey=event.pubkey, sha256=sha256, now=deps.now()
+            pool=deps.pool,
+            storage=deps.storage,
+            pubkey=event.pubkey,
+            sha256=sha256,
+            now=deps.now(),
+            free_bytes=deps.settings.free_storage_bytes,
         )
     )
     return web.json_response({"deleted": True, "sha256": sha256})

@@ -1,7 +1,8 @@
-"""Storage metering: usage is the exact integral of stored bytes over time. Pure, no floats.
+"""Storage metering: usage is the exact integral of billable stored bytes over time. Pure, no floats.
 
-Units are Satellite's: 1 GB = 10^9 bytes, 1 month = 30 days = 2,592,000 s. Usage is kept in
-byte-seconds (a Decimal, exact to the microsecond) and shown in GB-months.
+Units are Satellite's: 1 GB = 10^9 bytes, 1 month = 30 days = 2,592,000 s. Usage and credit are kept in
+byte-seconds (Decimal, exact to the microsecond) and shown in GB-months. Billable bytes are the stored
+bytes above the free allowance.
 """
 
 from __future__ import annotations
@@ -23,20 +24,34 @@ def elapsed_seconds(since: datetime, now: datetime) -> Decimal:
     return max(Decimal(0), Decimal(micros) * _MICROSECOND)
 
 
-def advance(usage_byte_seconds: Decimal, storage_bytes: int, since: datetime, now: datetime) -> Decimal:
+def billable_bytes(storage_bytes: int, free_bytes: int) -> int:
+    return max(0, storage_bytes - free_bytes)
+
+
+def advance(
+    usage_byte_seconds: Decimal, storage_bytes: int, since: datetime, now: datetime, *, free_bytes: int = 0
+) -> Decimal:
     """Usage at `now`, given usage at `since` and a constant stored total in between."""
-    return usage_byte_seconds + storage_bytes * elapsed_seconds(since, now)
+    return usage_byte_seconds + billable_bytes(storage_bytes, free_bytes) * elapsed_seconds(since, now)
 
 
-def gb_months(byte_seconds: Decimal) -> Decimal:
-    return byte_seconds / BYTE_SECONDS_PER_GB_MONTH
+def gb_months(byte_seconds: Decimal | int) -> Decimal:
+    return Decimal(byte_seconds) / BYTE_SECONDS_PER_GB_MONTH
+
+
+def credit_for(gb_months_bought: int) -> int:
+    """Byte-seconds of credit that `gb_months_bought` GB-months buy."""
+    return gb_months_bought * BYTE_SECONDS_PER_GB_MONTH
 
 
 @dataclass(frozen=True, slots=True)
 class Balance:
+    """An account's meter at one instant."""
+
     credit_byte_seconds: Decimal
     usage_byte_seconds: Decimal
     storage_bytes: int
+    free_bytes: int = 0
 
     @property
     def remaining_byte_seconds(self) -> Decimal:
@@ -44,8 +59,17 @@ class Balance:
 
     @property
     def seconds_remaining(self) -> int | None:
-        """How long the remaining credit lasts at the current stored total; None with nothing stored."""
-        if self.storage_bytes == 0:
+        """How long the remaining credit lasts at the current billable total; None when nothing billable
+        is stored (it would last forever)."""
+        billable = billable_bytes(self.storage_bytes, self.free_bytes)
+        if billable == 0:
             return None
         remaining = max(Decimal(0), self.remaining_byte_seconds)
-        return int(remaining // self.storage_bytes)
+        return int(remaining // billable)
+
+    def may_store(self, extra_bytes: int) -> bool:
+        """Whether an upload of `extra_bytes` more is allowed: it fits the free allowance, or there is
+        credit left."""
+        if self.storage_bytes + extra_bytes <= self.free_bytes:
+            return True
+        return self.remaining_byte_seconds > 0

@@ -1,5 +1,6 @@
-"""Account rows: storage total and the metering columns, advanced in SQL with the same rule as
-`satellite.billing.metering.advance`."""
+"""Account rows: storage total and the meter. The SQL advances usage with the same rule as
+`satellite.billing.metering.advance`: billable bytes (stored minus the free allowance) times elapsed
+seconds, exact NUMERIC at microsecond resolution, never backwards."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from decimal import Decimal
 
 from satellite.db.types import Connection, Executor
 
-# usage += stored bytes x elapsed seconds (exact NUMERIC, microsecond resolution); never backwards.
+# $2 = now, $3 = free allowance in bytes.
 _ADVANCE = """
     usage_byte_seconds = accounts.usage_byte_seconds
-        + accounts.storage_bytes
+        + GREATEST(accounts.storage_bytes - $3::bigint, 0)
           * GREATEST(0, EXTRACT(EPOCH FROM ($2::timestamptz - accounts.usage_updated_at))),
     usage_updated_at = GREATEST(accounts.usage_updated_at, $2::timestamptz)
 """
+_COLUMNS = "pubkey, credit_byte_seconds, usage_byte_seconds, storage_bytes, usage_updated_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +38,41 @@ async def ensure(conn: Connection, pubkey: str, now: datetime) -> None:
     )
 
 
-async def change_storage(conn: Connection, pubkey: str, now: datetime, delta_bytes: int) -> None:
+async def change_storage(
+    conn: Connection, pubkey: str, now: datetime, delta_bytes: int, *, free_bytes: int
+) -> None:
     """Advance the meter to `now`, then add `delta_bytes` to the stored total."""
     await conn.execute(
-        f"UPDATE accounts SET {_ADVANCE}, storage_bytes = accounts.storage_bytes + $3 WHERE pubkey = $1",
+        f"UPDATE accounts SET {_ADVANCE}, storage_bytes = accounts.storage_bytes + $4 WHERE pubkey = $1",
         pubkey,
         now,
+        free_bytes,
         delta_bytes,
     )
 
 
-async def get(db: Executor, pubkey: str) -> AccountRow | None:
-    row = await db.fetchrow(
-        "SELECT pubkey, credit_byte_seconds, usage_byte_seconds, storage_bytes, usage_updated_at"
-        " FROM accounts WHERE pubkey = $1",
+async def add_credit(
+    conn: Connection, pubkey: str, now: datetime, byte_seconds: int, *, free_bytes: int
+) -> None:
+    """Advance the meter to `now`, then add purchased credit (the account must exist)."""
+    await conn.execute(
+        f"UPDATE accounts SET {_ADVANCE}, credit_byte_seconds = accounts.credit_byte_seconds + $4"
+        " WHERE pubkey = $1",
         pubkey,
+        now,
+        free_bytes,
+        byte_seconds,
     )
+
+
+async def advance(db: Executor, pubkey: str, now: datetime, *, free_bytes: int) -> AccountRow | None:
+    """Advance and persist the meter to `now`; the account as it is then (None if there is none)."""
+    row = await db.fetchrow(
+        f"UPDATE accounts SET {_ADVANCE} WHERE pubkey = $1 RETURNING {_COLUMNS}", pubkey, now, free_bytes
+    )
+    return AccountRow(**dict(row)) if row else None
+
+
+async def get(db: Executor, pubkey: str) -> AccountRow | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE pubkey = $1", pubkey)
     return AccountRow(**dict(row)) if row else None

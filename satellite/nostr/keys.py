@@ -8,12 +8,11 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import bech32
 import secp256k1
 
-from satellite.nostr.event import Event, compute_id, event_from_obj, is_hex
+from satellite.nostr.event import Event, compute_id, is_hex
 
 
 class InvalidKey(ValueError):
@@ -95,16 +94,16 @@ class SecretKey:
         pubkey = self.pubkey
         event_id = compute_id(pubkey, created_at, kind, tags, content)
         sig = self.sign_hash(bytes.fromhex(event_id)).hex()
-        obj: dict[str, Any] = {
-            "id": event_id,
-            "pubkey": pubkey,
-            "created_at": created_at,
-            "kind": kind,
-            "tags": tags,
-            "content": content,
-            "sig": sig,
-        }
-        return event_from_obj(obj)
+        # Built directly: the size limits of `event_from_obj` are for events we receive, not ours.
+        return Event(
+            id=event_id,
+            pubkey=pubkey,
+            created_at=created_at,
+            kind=kind,
+            tags=tuple(tuple(t) for t in tags),
+            content=content,
+            sig=sig,
+        )
 
 
 def load_or_create_service_key(configured: str, key_file: Path) -> SecretKey:

@@ -1,0 +1,118 @@
+"""Invoice paid -> credit + receipt, exactly once per payment hash, whoever sees the payment first.
+
+`settle` re-reads the offer under a row lock and moves it only from `invoiced`, in the same transaction
+as the credit, so the stream, the poller and any number of processes may all report the same payment.
+Before crediting it checks what was paid: the invoice's own amount and description hash (decoded from
+the BOLT11 we stored) and the amount the node says it received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import asyncpg
+import bolt11
+import structlog
+
+from satellite.billing.metering import credit_for
+from satellite.billing.offers import make_receipt
+from satellite.db import accounts, offers
+from satellite.nostr.keys import SecretKey
+
+log = structlog.get_logger("satellite.settle")
+
+
+class Outcome(StrEnum):
+    CREDITED = "credited"
+    UNDERPAID = "underpaid"
+    ALREADY_DONE = "already_done"
+    UNKNOWN_INVOICE = "unknown_invoice"
+    INVALID_INVOICE = "invalid_invoice"
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    payment_hash: str
+    amount_received_msat: int
+    settled_at: int
+    preimage: str | None
+
+
+def invoice_matches(pr: str, *, amount_msat: int, description: str) -> bool:
+    """The BOLT11 asks for exactly `amount_msat` and commits to sha256(description)."""
+    try:
+        decoded = bolt11.decode(pr)
+    except Exception:
+        return False
+    wanted_hash = hashlib.sha256(description.encode("utf-8")).hexdigest()
+    return decoded.amount_msat == amount_msat and decoded.description_hash == wanted_hash
+
+
+async def settle(pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *, free_bytes: int) -> Outcome:
+    async with pool.acquire() as conn, conn.transaction():
+        offer = await offers.lock_by_payment_hash(conn, payment.payment_hash)
+        if offer is None:
+            log.warning("payment for an invoice we did not issue", payment_hash=payment.payment_hash)
+            return Outcome.UNKNOWN_INVOICE
+        if offer.status != "invoiced":
+            return Outcome.ALREADY_DONE
+        assert offer.bolt11 is not None and offer.payment is not None
+        paid_at = datetime.fromtimestamp(payment.settled_at, UTC)
+        if not invoice_matches(offer.bolt11, amount_msat=offer.amount_msat, description=offer.payment):
+            log.error("stored invoice does not match its offer; not crediting", offer=offer.id)
+            return Outcome.INVALID_INVOICE
+        preimage = payment.preimage
+        if preimage and hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != payment.payment_hash:
+            log.warning("node reported a preimage that does not hash to the payment hash", offer=offer.id)
+            preimage = None
+        if payment.amount_received_msat < offer.amount_msat:
+            await offers.mark_paid(
+                conn,
+                offer.id,
+                status="underpaid",
+                amount_received_msat=payment.amount_received_msat,
+                preimage=preimage,
+                receipt=None,
+                paid_at=paid_at,
+            )
+            log.warning(
+                "invoice paid with less than the offer; no credit",
+                offer=offer.id,
+                paid_msat=payment.amount_received_msat,
+                wanted_msat=offer.amount_msat,
+            )
+            return Outcome.UNDERPAID
+        receipt = make_receipt(
+            service_key,
+            buyer=offer.pubkey,
+            offer_id=offer.id,
+            payment_raw=offer.payment,
+            bolt11=offer.bolt11,
+            preimage=preimage,
+            paid_at=payment.settled_at,
+        )
+        await accounts.ensure(conn, offer.pubkey, paid_at)
+        await accounts.add_credit(
+            conn, offer.pubkey, paid_at, credit_for(offer.gb_months), free_bytes=free_bytes
+        )
+        await offers.mark_paid(
+            conn,
+            offer.id,
+            status="paid",
+            amount_received_msat=payment.amount_received_msat,
+            preimage=preimage,
+            receipt=receipt.to_dict(),
+            paid_at=paid_at,
+        )
+    log.info(
+        "storage purchased",
+        offer=offer.id,
+        pubkey=offer.pubkey,
+        gb_months=offer.gb_months,
+        msat=payment.amount_received_msat,
+        receipt=receipt.id,
+    )
+    return Outcome.CREDITED

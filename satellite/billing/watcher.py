@@ -1,0 +1,143 @@
+"""The settlement watcher: one per deployment, whatever the number of app processes.
+
+Every process runs a watcher; the one holding a PostgreSQL advisory lock is the leader and the others
+wait to take over. The leader follows the backend's settlement stream from the stored cursor, and also
+re-checks every open invoice at start-up, after each reconnect and on a timer (so a missed stream event
+is found), marks lapsed offers expired, and retries the stream with capped exponential backoff and
+jitter when it breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from satellite.billing.settle import Payment, settle
+from satellite.db import offers
+from satellite.lightning.base import InvoiceState, LightningBackend
+from satellite.nostr.keys import SecretKey
+
+log = structlog.get_logger("satellite.watcher")
+WATCHER_LOCK = 0x5A7E_0009
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class SettlementWatcher:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        pool: asyncpg.Pool,
+        backend: LightningBackend,
+        service_key: SecretKey,
+        free_bytes: int,
+        poll_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dsn = dsn
+        self.pool = pool
+        self.backend = backend
+        self.service_key = service_key
+        self.free_bytes = free_bytes
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.is_leader = False
+
+    async def run(self) -> None:
+        """Forever: become leader when the lock is free, then watch until the lock's connection drops."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("watcher cannot reach the database", error=str(exc))
+                await asyncio.sleep(self.poll_seconds)
+                continue
+            try:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", WATCHER_LOCK):
+                    self.is_leader = True
+                    log.info("settlement watcher is leader", backend=self.backend.name)
+                    await self._lead(conn)
+                else:
+                    await asyncio.sleep(self.poll_seconds)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("watcher lost its database connection", error=str(exc))
+            finally:
+                self.is_leader = False
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def _lead(self, lock_conn: asyncpg.Connection) -> None:
+        poller = asyncio.create_task(self._poll_forever())
+        try:
+            await self._follow_stream(lock_conn)
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    async def _follow_stream(self, lock_conn: asyncpg.Connection) -> None:
+        backoff = 1.0
+        while not lock_conn.is_closed():
+            try:
+                cursor = await offers.load_cursor(self.pool, self.backend.name)
+                async for item in self.backend.settlements(cursor):
+                    await self.settle_one(
+                        Payment(item.payment_hash, item.amount_received_msat, item.settled_at, item.preimage)
+                    )
+                    await offers.save_cursor(self.pool, self.backend.name, item.cursor, self._now())
+                    backoff = 1.0
+                log.warning("settlement stream ended; reconnecting", backend=self.backend.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "settlement stream failed; retrying",
+                    backend=self.backend.name,
+                    error=str(exc),
+                    in_s=backoff,
+                )
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            await self.poll_once()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checking open invoices failed")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def poll_once(self) -> None:
+        """Ask the node about every open invoice; settle the paid ones, close the lapsed ones."""
+        await offers.expire_unpaid_offers(self.pool, self._now())
+        for offer in await offers.invoiced(self.pool):
+            assert offer.payment_hash is not None
+            status = await self.backend.invoice_status(offer.payment_hash)
+            if status.state is InvoiceState.SETTLED:
+                await self.settle_one(
+                    Payment(
+                        offer.payment_hash,
+                        status.amount_received_msat or 0,
+                        status.settled_at or int(self.clock()),
+                        status.preimage,
+                    )
+                )
+            elif status.state is InvoiceState.EXPIRED:
+                await offers.mark_expired(self.pool, offer.id)
+                log.info("invoice expired unpaid", offer=offer.id)
+
+    async def settle_one(self, payment: Payment) -> None:
+        await settle(self.pool, self.service_key, payment, free_bytes=self.free_bytes)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
