@@ -64,6 +64,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         )
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
+        pricing = build_pricing(settings, session, clock=app[CLOCK])
+        if pricing.exchange_rates is not None:
+            stack.push_async_callback(pricing.exchange_rates.close)  # runs before the session closes
         lightning = build_backend(settings, session, pool)
         stack.push_async_callback(lightning.aclose)
         app[DEPS] = Deps(
@@ -74,7 +77,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             service_key=service_key,
             auth_rules=AuthRules(window_seconds=settings.auth_window_seconds),
             links=Links(base_url=settings.base_url, trackers=tuple(settings.tracker_list)),
-            pricing=build_pricing(settings, session),
+            pricing=pricing,
             lightning=lightning,
             clock=app[CLOCK],
         )
@@ -127,7 +130,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
         app.router.add_get(f"{prefix}/account/credit", billing.request_credit, allow_head=False)
     app.router.add_get(billing.CALLBACK_PATH, billing.lnurl_callback, allow_head=False)
     app.router.add_get("/.well-known/lnurlp/{name}", billing.lnurl_pay, allow_head=False)
-    if settings.lightning_backend is LightningBackendName.DEV and settings.environment is Environment.DEV:
+    if settings.lightning_backend == LightningBackendName.DEV and settings.environment == Environment.DEV:
         app.router.add_post("/dev/pay", billing.dev_pay)
     app.router.add_get("/{name}", media.serve_path)  # GET and HEAD
     return app

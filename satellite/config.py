@@ -157,6 +157,6 @@ class Settings(BaseSettings):
 
     @property
     def json_logs(self) -> bool:
-        if self.log_format is LogFormat.AUTO:
-            return self.environment is Environment.PRODUCTION
-        return self.log_format is LogFormat.JSON
+        if self.log_format == LogFormat.AUTO:
+            return self.environment == Environment.PRODUCTION
+        return self.log_format == LogFormat.JSON

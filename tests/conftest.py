@@ -21,7 +21,16 @@ from satellite.config import Settings
 from satellite.db.migrate import migrate
 from satellite.nostr.keys import SecretKey
 
-TABLES = ("files", "blobs", "accounts", "auth_events", "blocklist", "offers", "lightning_cursors", "dev_invoices")
+TABLES = (
+    "files",
+    "blobs",
+    "accounts",
+    "auth_events",
+    "blocklist",
+    "offers",
+    "lightning_cursors",
+    "dev_invoices",
+)
 
 
 class FakeClock:

@@ -49,7 +49,9 @@ def test_serve_on_embedded_defaults_with_port_and_data_dir(tmp_path):
     port = free_port()
     data_dir = tmp_path / "satellite-data"
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PUBLIC_URL", "SERVICE_KEY"}}
-    env.update({"PORT": str(port), "DATA_DIR": str(data_dir), "LOG_FORMAT": "json", "FREE_STORAGE_BYTES": "100000"})
+    env.update(
+        {"PORT": str(port), "DATA_DIR": str(data_dir), "LOG_FORMAT": "json", "FREE_STORAGE_BYTES": "100000"}
+    )
     base = f"http://127.0.0.1:{port}"
     proc = start(env)
     try:

@@ -315,7 +315,7 @@ class ExchangeRates:
                 return self._fallback()
             self._refresh = asyncio.create_task(self._fetch(), name="exchange-rate-refresh")
         # shield: a caller that gives up (cancelled) does not cancel the refresh others wait on.
-        value = await self._refresh
+        value = await asyncio.shield(self._refresh)
         return value if value is not None else self._fallback()
 
     async def close(self) -> None:
@@ -449,11 +449,16 @@ class Pricing:
         return self.exchange_rates.last_known()
 
 
-def build_pricing(settings: Settings, session: aiohttp.ClientSession | None) -> Pricing:
+def build_pricing(
+    settings: Settings,
+    session: aiohttp.ClientSession | None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Pricing:
     """Pricing from settings: a fixed sats price if PRICE_SATS_PER_GB_MONTH > 0, else live rates.
 
     The caller owns `session` (opened and closed in the app's cleanup context); it may be None only for
-    fixed pricing.
+    fixed pricing. With live rates, call `pricing.exchange_rates.close()` before closing the session.
     """
     rate_usd = settings.rate_usd_per_gb_month
     if settings.price_sats_per_gb_month > 0:
@@ -467,5 +472,6 @@ def build_pricing(settings: Settings, session: aiohttp.ClientSession | None) -> 
         timeout=settings.exchange_rate_timeout_seconds,
         ttl=settings.exchange_rate_ttl_seconds,
         stale=settings.exchange_rate_stale_seconds,
+        clock=clock,
     )
     return Pricing.live(rates, rate_usd)

@@ -33,8 +33,8 @@ def _require(value: str, name: str) -> str:
 
 def build_backend(settings: Settings, session: aiohttp.ClientSession, pool: asyncpg.Pool) -> LightningBackend:
     choice = settings.lightning_backend
-    if choice is LightningBackendName.DEV:
-        if settings.environment is Environment.PRODUCTION and not settings.allow_dev_lightning:
+    if choice == LightningBackendName.DEV:
+        if settings.environment == Environment.PRODUCTION and not settings.allow_dev_lightning:
             raise LightningConfigError(
                 "LIGHTNING_BACKEND=dev cannot take real payments; in production choose lnd, lnbits or cln"
                 " (or set ALLOW_DEV_LIGHTNING=true to run the dev node anyway)"
@@ -43,7 +43,7 @@ def build_backend(settings: Settings, session: aiohttp.ClientSession, pool: asyn
 
         key = load_or_create_service_key("", settings.data_dir / "dev-node.key")
         return DevBackend(DevConfig(node_key_hex=key.raw.hex()), pool)
-    if choice is LightningBackendName.LND:
+    if choice == LightningBackendName.LND:
         from satellite.lightning.lnd import LndBackend, LndConfig
 
         macaroon = _secret(settings.lnd_macaroon, settings.lnd_macaroon_file, binary=True)
@@ -55,7 +55,7 @@ def build_backend(settings: Settings, session: aiohttp.ClientSession, pool: asyn
             ),
             session,
         )
-    if choice is LightningBackendName.LNBITS:
+    if choice == LightningBackendName.LNBITS:
         from satellite.lightning.lnbits import LnbitsBackend, LnbitsConfig
 
         api_key = _secret(settings.lnbits_api_key, settings.lnbits_api_key_file)
