@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     rate_usd_per_gb_month: Decimal = Field(Decimal("0.05"), gt=0)
     # A fixed price in sats per GB-month; 0 means: convert the USD rate with live exchange rates.
     price_sats_per_gb_month: int = Field(50, ge=0)
-    # Exchange-rate providers (used when PRICE_SATS_PER_GB_MONTH is 0), queried together.
+    # Exchange-rate providers (used when PRICE_SATS_PER_GB_MONTH is 0), queried together; each entry may
+    # give its own base URL as name=url.
     exchange_rate_providers: str = "coinbase,kraken,bitstamp,coingecko"
     exchange_rate_timeout_seconds: float = Field(3.0, gt=0)
     exchange_rate_ttl_seconds: int = Field(60, ge=1)

@@ -364,3 +364,21 @@ async def test_the_dev_pay_route_exists_only_with_the_dev_node_in_dev_mode(make_
 async def test_production_refuses_the_dev_node_unless_allowed(make_client, paid_settings):
     with pytest.raises(Exception, match="LIGHTNING_BACKEND=dev"):
         await make_client(paid_settings.model_copy(update={"environment": Environment.PRODUCTION}))
+
+
+async def test_no_known_exchange_rate_means_503_never_a_wrong_price(make_client, paid_settings, user, db):
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    live = paid_settings.model_copy(
+        update={
+            "price_sats_per_gb_month": 0,
+            "exchange_rate_providers": f"coinbase={dead},kraken={dead},bitstamp={dead}",
+            "exchange_rate_timeout_seconds": 0.5,
+        }
+    )
+    client = await make_client(live)
+    resp = await client.get("/account/credit", params=auth_params(user, "Request Storage", [["gb_months", "1"]]))
+    assert resp.status == 503
+    assert "exchange rate" in (await resp.json())["reason"]
+    assert await db.fetchval("SELECT count(*) FROM offers") == 0
+    acct = await account(client, user)
+    assert acct["exchangeFiat"] == {"usd": None}

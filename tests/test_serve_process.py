@@ -100,3 +100,61 @@ def test_an_invalid_setting_stops_start_up_naming_it(tmp_path, command, variable
     assert proc.returncode != 0
     assert f"invalid setting: {variable}".encode() in proc.stderr
     assert not (tmp_path / "postgres").exists()  # nothing was started
+
+
+def get_json(url: str, params: dict[str, str]) -> dict:
+    with urllib.request.urlopen(f"{url}?{urllib.parse.urlencode(params)}") as resp:
+        return json.load(resp)
+
+
+def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
+    """The dev node on `make run` defaults: buy storage, pay with `satellite dev-pay`, upload."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PUBLIC_URL", "SERVICE_KEY"}}
+    env.update({"PORT": str(port), "DATA_DIR": str(tmp_path / "d"), "SETTLEMENT_POLL_SECONDS": "0.5"})
+    base = f"http://127.0.0.1:{port}"
+    user = SecretKey.generate()
+    proc = start(env)
+    try:
+        wait_ready(base, proc)
+        offer = get_json(base + "/account/credit", auth_params(user, "Request Storage", [["gb_months", "1"]]))
+        template = offer["payment"]
+        payment = user.sign_event(
+            kind=template["kind"],
+            content=template["content"],
+            tags=template["tags"],
+            created_at=template["created_at"],
+        )
+        invoice = get_json(
+            offer["callback"], {"amount": str(offer["amount"]), "nostr": json.dumps(payment.to_dict())}
+        )
+        paid = subprocess.run(
+            [sys.executable, "-m", "satellite", "dev-pay", invoice["pr"]],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert paid.returncode == 0, paid.stderr.decode()
+        assert f"paid {offer['amount']} msat".encode() in paid.stdout
+        again = subprocess.run(
+            [sys.executable, "-m", "satellite", "dev-pay", invoice["pr"]],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert again.returncode != 0 and b"already paid" in again.stderr
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            account = get_json(base + "/account", auth_params(user, "Authenticate User"))
+            if account["creditTotal"]:
+                break
+            time.sleep(0.2)
+        assert account["creditTotal"] == 1
+        assert len(account["transactions"]) == 1
+        query = urllib.parse.urlencode(auth_params(user, "Authorize Upload"))
+        request = urllib.request.Request(f"{base}/item?{query}", data=b"paid for", method="PUT")
+        assert json.load(urllib.request.urlopen(request))["size"] == 8
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()

@@ -463,7 +463,11 @@ def build_pricing(
     rate_usd = settings.rate_usd_per_gb_month
     if settings.price_sats_per_gb_month > 0:
         return Pricing.fixed(settings.price_sats_per_gb_month, rate_usd)
-    providers = make_providers(settings.provider_list)
+    # Each entry is a provider name, optionally with its own base URL (a mirror or proxy): name=url.
+    entries = [entry.partition("=") for entry in settings.provider_list]
+    providers = make_providers(
+        [name.strip() for name, _, _ in entries], {name.strip(): url.strip() for name, _, url in entries if url}
+    )
     if session is None:
         raise ValueError("live exchange rates (PRICE_SATS_PER_GB_MONTH=0) need an HTTP session")
     rates = ExchangeRates(
