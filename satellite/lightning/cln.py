@@ -1,0 +1,271 @@
+"""Core Lightning over CLNRest (the REST plugin shipped with CLN since v23.08; `clnrest-port`).
+
+CLNRest maps `POST /v1/<rpc method>` with a JSON body of parameters onto lightningd's JSON-RPC.
+- Auth: a rune in the `Rune` header; TLS: CLNRest's CA certificate (`ca.pem` in the node's directory)
+  when `tls_cert_path` is set.
+- Success is 201 with the RPC result as the body. A JSON-RPC error from lightningd comes back as 500
+  with {"code", "message"} (older Python CLNRest: {"error": {"code", "message"}}); errors of CLNRest
+  itself (no lightningd, bad rune) carry no code or a 4xx status.
+- `invoice` {amount_msat, label, description, expiry, deschashonly: true} -> {payment_hash, bolt11,
+  expires_at, ...}: with deschashonly, lightningd puts sha256(description) in the invoice instead of the
+  text, so the description must be the exact text whose UTF-8 bytes are to be hashed.
+- `listinvoices` {payment_hash} -> {invoices: [{status: unpaid/paid/expired, amount_received_msat,
+  paid_at, payment_preimage, pay_index, ...}]}.
+- `waitanyinvoice` {lastpay_index, timeout} -> the next invoice paid after lastpay_index (long poll);
+  error 904 when `timeout` passes first. Without lastpay_index it starts from the first paid invoice.
+  The cursor is the pay_index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bolt11
+
+from satellite.lightning.base import (
+    BackendUnavailable,
+    Invoice,
+    InvoiceRejected,
+    InvoiceState,
+    InvoiceStatus,
+    Settlement,
+)
+
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+INVOICE_WAIT_TIMED_OUT = 904
+_STATES = {"unpaid": InvoiceState.PENDING, "paid": InvoiceState.SETTLED, "expired": InvoiceState.EXPIRED}
+
+
+@dataclass(frozen=True, slots=True)
+class ClnConfig:
+    url: str  # https://host:3010
+    rune: str = field(repr=False)  # needs invoice, listinvoices and waitanyinvoice
+    tls_cert_path: Path | None = None
+
+
+class ClnBackend:
+    name = "cln"
+
+    def __init__(
+        self,
+        config: ClnConfig,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_s: float = 30.0,
+        long_poll_s: int = 60,
+    ) -> None:
+        if not config.url.startswith(("http://", "https://")):
+            raise ValueError(f"CLNRest URL must start with http:// or https://, not {config.url!r}")
+        self.config = config
+        self._session = session
+        self._base = config.url.rstrip("/")
+        self._headers = {"Rune": config.rune}
+        self._ssl = _ssl_context(config.tls_cert_path)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # waitanyinvoice answers (904) after long_poll_s when nothing was paid: a connection silent for
+        # longer than that plus some slack is dead.
+        self._long_poll_s = long_poll_s
+        self._poll_timeout = aiohttp.ClientTimeout(total=long_poll_s + timeout_s)
+
+    async def __aenter__(self) -> ClnBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """The HTTP session is injected and owned by the caller: nothing to release here."""
+
+    async def create_invoice(
+        self, *, amount_msat: int, unhashed_description: bytes, expiry_s: int
+    ) -> Invoice:
+        if amount_msat <= 0:
+            raise InvoiceRejected(f"amount must be positive, not {amount_msat} msat")
+        if expiry_s <= 0:
+            raise InvoiceRejected(f"expiry must be positive, not {expiry_s} s")
+        try:
+            description = unhashed_description.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvoiceRejected("CLN hashes a JSON string: the description must be UTF-8") from None
+        body = {
+            "amount_msat": amount_msat,
+            "label": f"satellite-{uuid.uuid4().hex}",
+            "description": description,
+            "expiry": expiry_s,
+            "deschashonly": True,
+        }
+        status, data, text = await self._call("invoice", body, self._timeout)
+        if 200 <= status < 300:
+            if not isinstance(data, dict):
+                raise BackendUnavailable(f"CLN answered {status} without an invoice: {text[:200]}")
+            return _invoice_from_bolt11(
+                data.get("bolt11"), payment_hash=data.get("payment_hash"), expires_at=data.get("expires_at")
+            )
+        code = _rpc_code(data)
+        if status in (408, 429) or (status >= 500 and code is None):
+            raise BackendUnavailable(f"CLN answered {status}: {_node_message(data, text)}")
+        # A 4xx from CLNRest, or lightningd's own refusal of the call (an RPC error code).
+        raise InvoiceRejected(f"CLN refused the invoice ({status}, code {code}): {_node_message(data, text)}")
+
+    async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
+        if not _HASH_RE.match(payment_hash):
+            return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
+        try:
+            status, data, text = await self._call(
+                "listinvoices", {"payment_hash": payment_hash}, self._timeout
+            )
+        except BackendUnavailable as exc:
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
+        if not 200 <= status < 300 or not isinstance(data, dict):
+            return InvoiceStatus(
+                InvoiceState.UNKNOWN, error=f"CLN answered {status}: {_node_message(data, text)}"
+            )
+        invoices = data.get("invoices")
+        if not isinstance(invoices, list) or not invoices:
+            return InvoiceStatus(InvoiceState.UNKNOWN, error="CLN has no such invoice")
+        invoice = invoices[0]
+        state = _STATES.get(invoice.get("status")) if isinstance(invoice, dict) else None
+        if state is None:
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from CLN: {text[:200]}")
+        if state is not InvoiceState.SETTLED:
+            return InvoiceStatus(state)
+        try:
+            return InvoiceStatus(
+                state,
+                amount_received_msat=_msat(invoice["amount_received_msat"]),
+                settled_at=int(invoice["paid_at"]),
+                preimage=invoice.get("payment_preimage"),
+            )
+        except (KeyError, TypeError, ValueError):
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from CLN: {text[:200]}")
+
+    async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+        last = _parse_cursor(cursor)
+        while True:
+            body: dict[str, int] = {"timeout": self._long_poll_s}
+            if last is not None:
+                body["lastpay_index"] = last
+            status, data, text = await self._call("waitanyinvoice", body, self._poll_timeout)
+            if not 200 <= status < 300:
+                if _rpc_code(data) == INVOICE_WAIT_TIMED_OUT:
+                    continue  # nothing paid during this long poll: ask again
+                raise BackendUnavailable(f"CLN waitanyinvoice answered {status}: {_node_message(data, text)}")
+            try:
+                last = int(data["pay_index"])
+                if data.get("status") != "paid":
+                    continue
+                settlement = Settlement(
+                    payment_hash=data["payment_hash"],
+                    amount_received_msat=_msat(data["amount_received_msat"]),
+                    settled_at=int(data["paid_at"]),
+                    preimage=data.get("payment_preimage"),
+                    cursor=str(last),
+                )
+            except (KeyError, TypeError, ValueError):
+                raise BackendUnavailable(
+                    f"CLN waitanyinvoice answered without its fields: {text[:200]}"
+                ) from None
+            yield settlement
+
+    async def _call(
+        self, method: str, params: dict[str, Any], limits: aiohttp.ClientTimeout
+    ) -> tuple[int, Any, str]:
+        try:
+            async with self._session.post(
+                f"{self._base}/v1/{method}",
+                json=params,
+                headers=self._headers,
+                ssl=self._ssl,
+                timeout=limits,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendUnavailable(f"CLNRest at {self._base} unreachable: {_describe(exc)}") from exc
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = None
+        return status, data, text
+
+
+def _rpc_error(data: object) -> dict[str, Any] | None:
+    if not isinstance(data, dict):
+        return None
+    inner = data.get("error")
+    return inner if isinstance(inner, dict) else data
+
+
+def _rpc_code(data: object) -> int | None:
+    error = _rpc_error(data)
+    code = error.get("code") if error is not None else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def _node_message(data: object, text: str) -> str:
+    error = _rpc_error(data)
+    if error is not None:
+        message = error.get("message")
+        if isinstance(message, str) and message:
+            return message[:200]
+    return text[:200] or "(no body)"
+
+
+def _msat(value: object) -> int:
+    """CLN amounts: integers of msat (current) or strings like "1000msat" (before v23)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return int(value.removesuffix("msat"))
+    raise TypeError(f"not an msat amount: {value!r}")
+
+
+def _parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None or cursor == "":
+        return None
+    if not cursor.isdigit():
+        raise ValueError(f"not a CLN pay_index cursor: {cursor!r}")
+    return int(cursor) or None
+
+
+def _invoice_from_bolt11(payment_request: object, *, payment_hash: object, expires_at: object) -> Invoice:
+    """What the node actually issued: the amount read from the signed invoice, the expiry lightningd
+    reports (the same as the invoice's own)."""
+    if not isinstance(payment_request, str) or not isinstance(payment_hash, str):
+        raise BackendUnavailable("CLN returned no bolt11 or payment hash")
+    try:
+        decoded = bolt11.decode(payment_request)
+    except Exception as exc:
+        raise BackendUnavailable(f"CLN returned an invoice that does not decode: {exc}") from None
+    if decoded.payment_hash != payment_hash:
+        raise BackendUnavailable("CLN returned an invoice whose payment hash is not payment_hash")
+    if not decoded.amount_msat:
+        raise BackendUnavailable("CLN returned an invoice without an amount")
+    return Invoice(
+        payment_hash=payment_hash,
+        bolt11=payment_request,
+        amount_msat=int(decoded.amount_msat),
+        expires_at=expires_at if isinstance(expires_at, int) else decoded.date + decoded.expiry,
+    )
+
+
+def _ssl_context(path: Path | None) -> ssl.SSLContext | bool:
+    if path is None:
+        return True  # the system's trusted CAs
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot use TLS certificate {path}: {exc}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,293 @@
+"""LND over its REST gateway (lnd's `restlisten`, port 8080 by default).
+
+- Auth: the macaroon, hex-encoded, in the `Grpc-Metadata-macaroon` header; TLS: lnd's self-signed
+  `tls.cert` as the only trusted CA when `tls_cert_path` is set.
+- `POST /v1/invoices` {value_msat, description_hash (base64), expiry} -> {r_hash (base64),
+  payment_request, add_index, payment_addr}. int64 fields travel as JSON strings (grpc-gateway).
+- `GET /v1/invoice/{r_hash_str}` (hex) -> the Invoice message: state OPEN / ACCEPTED / SETTLED /
+  CANCELED, amt_paid_msat, settle_date, r_preimage (base64), settle_index.
+- `GET /v1/invoices/subscribe?settle_index=N` -> newline-delimited JSON, one `{"result": Invoice}` per
+  add or settle event (or `{"error": {...}}`). With settle_index, lnd first replays every invoice settled
+  after N, then follows live events; without it, only live events. The cursor is the settle_index.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bolt11
+
+from satellite.lightning.base import (
+    BackendUnavailable,
+    Invoice,
+    InvoiceRejected,
+    InvoiceState,
+    InvoiceStatus,
+    Settlement,
+)
+
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+_MAX_LINE_BYTES = 8 * 1024 * 1024
+_STATES = {
+    "OPEN": InvoiceState.PENDING,
+    "ACCEPTED": InvoiceState.PENDING,  # HTLCs held (hold invoice): not paid yet, not payable by others
+    "SETTLED": InvoiceState.SETTLED,
+    "CANCELED": InvoiceState.EXPIRED,  # lnd cancels invoices when they expire
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LndConfig:
+    url: str  # https://host:8080
+    macaroon_hex: str = field(repr=False)  # an invoice macaroon is enough
+    tls_cert_path: Path | None = None
+
+
+class LndBackend:
+    name = "lnd"
+
+    def __init__(
+        self,
+        config: LndConfig,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_s: float = 30.0,
+        stream_idle_timeout_s: float | None = None,
+    ) -> None:
+        if not config.url.startswith(("http://", "https://")):
+            raise ValueError(f"LND REST URL must start with http:// or https://, not {config.url!r}")
+        try:
+            bytes.fromhex(config.macaroon_hex)
+        except ValueError:
+            raise ValueError("the LND macaroon must be hex-encoded") from None
+        self.config = config
+        self._session = session
+        self._base = config.url.rstrip("/")
+        self._headers = {"Grpc-Metadata-macaroon": config.macaroon_hex}
+        self._ssl = _ssl_context(config.tls_cert_path)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # The subscription is silent while nothing happens, so no idle limit by default; the watcher's
+        # periodic re-check covers a connection that died without a FIN.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_s, sock_read=stream_idle_timeout_s
+        )
+
+    async def __aenter__(self) -> LndBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """The HTTP session is injected and owned by the caller: nothing to release here."""
+
+    async def create_invoice(
+        self, *, amount_msat: int, unhashed_description: bytes, expiry_s: int
+    ) -> Invoice:
+        _check_request(amount_msat, expiry_s)
+        body = {
+            "value_msat": str(amount_msat),
+            "description_hash": base64.b64encode(hashlib.sha256(unhashed_description).digest()).decode(),
+            "expiry": str(expiry_s),
+        }
+        status, data, text = await self._request("POST", "/v1/invoices", body)
+        if status >= 500 or status in (408, 429):
+            raise BackendUnavailable(f"LND answered {status}: {_node_message(data, text)}")
+        if status >= 400:
+            raise InvoiceRejected(f"LND refused the invoice ({status}): {_node_message(data, text)}")
+        try:
+            payment_request = data["payment_request"]
+            payment_hash = base64.b64decode(data["r_hash"], validate=True).hex()
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise BackendUnavailable(f"LND answered {status} without an invoice: {text[:200]}") from None
+        return _invoice_from_bolt11(payment_request, payment_hash=payment_hash)
+
+    async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
+        if not _HASH_RE.match(payment_hash):
+            return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
+        try:
+            status, data, text = await self._request("GET", f"/v1/invoice/{payment_hash}")
+        except BackendUnavailable as exc:
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
+        if status == 404:
+            return InvoiceStatus(
+                InvoiceState.UNKNOWN, error=f"LND has no such invoice: {_node_message(data, text)}"
+            )
+        if status != 200:
+            return InvoiceStatus(
+                InvoiceState.UNKNOWN, error=f"LND answered {status}: {_node_message(data, text)}"
+            )
+        try:
+            state = _STATES[data["state"]]
+            if state is not InvoiceState.SETTLED:
+                return InvoiceStatus(state)
+            return InvoiceStatus(
+                state,
+                amount_received_msat=int(data["amt_paid_msat"]),
+                settled_at=int(data["settle_date"]),
+                preimage=_b64_to_hex(data.get("r_preimage")),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from LND: {text[:200]}")
+
+    async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+        after = _parse_cursor(cursor)
+        url = f"{self._base}/v1/invoices/subscribe"
+        if after is not None:
+            url += f"?settle_index={after}"
+        try:
+            async with self._session.get(
+                url, headers=self._headers, ssl=self._ssl, timeout=self._stream_timeout
+            ) as resp:
+                if resp.status != 200:
+                    text = (await resp.text(errors="replace"))[:200]
+                    raise BackendUnavailable(f"LND refused the invoice subscription ({resp.status}): {text}")
+                async for line in _json_lines(resp.content):
+                    settlement = _settlement(line)
+                    if settlement is None:
+                        continue
+                    index = int(settlement.cursor)
+                    if after is not None and index <= after:
+                        continue  # a replay of one we already had
+                    after = index
+                    yield settlement
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendUnavailable(f"LND invoice stream broke: {_describe(exc)}") from exc
+        raise BackendUnavailable("LND closed the invoice stream")
+
+    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
+        try:
+            async with self._session.request(
+                method,
+                self._base + path,
+                json=body,
+                headers=self._headers,
+                ssl=self._ssl,
+                timeout=self._timeout,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendUnavailable(f"LND at {self._base} unreachable: {_describe(exc)}") from exc
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = None
+        return status, data, text
+
+
+def _settlement(line: bytes) -> Settlement | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise BackendUnavailable(f"LND sent a line that is not JSON: {line[:200]!r}") from None
+    if not isinstance(message, dict):
+        raise BackendUnavailable(f"LND sent an unexpected line: {line[:200]!r}")
+    if "error" in message:
+        raise BackendUnavailable(f"LND ended the invoice stream: {_node_message(message['error'], '')}")
+    invoice = message.get("result", message)
+    if not isinstance(invoice, dict) or invoice.get("state") != "SETTLED":
+        return None  # an add event, or an update that is not a settlement
+    try:
+        return Settlement(
+            payment_hash=base64.b64decode(invoice["r_hash"], validate=True).hex(),
+            amount_received_msat=int(invoice["amt_paid_msat"]),
+            settled_at=int(invoice["settle_date"]),
+            preimage=_b64_to_hex(invoice.get("r_preimage")),
+            cursor=str(int(invoice["settle_index"])),
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise BackendUnavailable(f"LND sent a settled invoice without its fields: {line[:200]!r}") from None
+
+
+async def _json_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Newline-delimited records, however the chunks are cut (no line-length limit of readline)."""
+    buffer = b""
+    async for chunk in content.iter_any():
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+        if len(buffer) > _MAX_LINE_BYTES:
+            raise BackendUnavailable("LND sent a line longer than 8 MiB")
+    if buffer.strip():
+        yield buffer
+
+
+def _parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None or cursor == "":
+        return None
+    if not cursor.isdigit():
+        raise ValueError(f"not an LND settle_index cursor: {cursor!r}")
+    return int(cursor) or None
+
+
+def _b64_to_hex(value: object) -> str | None:
+    if not value or not isinstance(value, str):
+        return None
+    return base64.b64decode(value, validate=True).hex()
+
+
+def _check_request(amount_msat: int, expiry_s: int) -> None:
+    if amount_msat <= 0:
+        # lnd would make an any-amount invoice of 0: never hand one of those out.
+        raise InvoiceRejected(f"amount must be positive, not {amount_msat} msat")
+    if expiry_s <= 0:
+        raise InvoiceRejected(f"expiry must be positive, not {expiry_s} s")
+
+
+def _invoice_from_bolt11(payment_request: object, *, payment_hash: str) -> Invoice:
+    """What the node actually issued: amount and expiry read from the signed invoice."""
+    if not isinstance(payment_request, str):
+        raise BackendUnavailable("LND returned no payment request")
+    try:
+        decoded = bolt11.decode(payment_request)
+    except Exception as exc:
+        raise BackendUnavailable(f"LND returned an invoice that does not decode: {exc}") from None
+    if decoded.payment_hash != payment_hash:
+        raise BackendUnavailable("LND returned an invoice whose payment hash is not r_hash")
+    if not decoded.amount_msat:
+        raise BackendUnavailable("LND returned an invoice without an amount")
+    return Invoice(
+        payment_hash=payment_hash,
+        bolt11=payment_request,
+        amount_msat=int(decoded.amount_msat),
+        expires_at=decoded.date + decoded.expiry,
+    )
+
+
+def _ssl_context(path: Path | None) -> ssl.SSLContext | bool:
+    if path is None:
+        return True  # the system's trusted CAs
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot use TLS certificate {path}: {exc}") from None
+
+
+def _node_message(data: object, text: str) -> str:
+    """The error text of an lnd (grpc-gateway) error body: {"code", "message", "details"}."""
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value[:200]
+            if isinstance(value, dict):
+                return _node_message(value, text)
+    return text[:200] or "(no body)"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
