@@ -466,7 +466,8 @@ def build_pricing(
     # Each entry is a provider name, optionally with its own base URL (a mirror or proxy): name=url.
     entries = [entry.partition("=") for entry in settings.provider_list]
     providers = make_providers(
-        [name.strip() for name, _, _ in entries], {name.strip(): url.strip() for name, _, url in entries if url}
+        [name.strip() for name, _, _ in entries],
+        {name.strip(): url.strip() for name, _, url in entries if url},
     )
     if session is None:
         raise ValueError("live exchange rates (PRICE_SATS_PER_GB_MONTH=0) need an HTTP session")
