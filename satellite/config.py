@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     max_gb_months: int = Field(120, ge=1)
     offer_ttl_seconds: int = Field(900, ge=60)
     free_storage_bytes: int = Field(0, ge=0)
-    # Relays named in the kind 9734 payment template (where a receipt may be published).
+    # Relays named in the kind 9734 payment template (NIP-57 requires at least one).
     relays: str = "wss://relay.damus.io,wss://nos.lol"
     lnurl_name: str = "storage"
 
@@ -127,6 +127,13 @@ class Settings(BaseSettings):
                 SecretKey.parse(value)
             except InvalidKey as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("relays")
+    @classmethod
+    def _some_relay(cls, value: str) -> str:
+        if not [r for r in value.split(",") if r.strip()]:
+            raise ValueError("name at least one relay (NIP-57 payment events must carry a relays tag)")
         return value
 
     @field_validator("log_level")

@@ -25,10 +25,13 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def reason_header(reason: str) -> dict[str, str]:
+    """X-Reason carries the reason for clients that only see headers (HEAD, Blossom clients)."""
+    return {"X-Reason": reason.encode("ascii", "replace").decode()[:300]}
+
+
 def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    # X-Reason carries the reason for clients that only see headers (HEAD, Blossom clients).
-    safe_header = reason.encode("ascii", "replace").decode()[:300]
-    all_headers = {"X-Reason": safe_header, **(headers or {})}
+    all_headers = {**reason_header(reason), **(headers or {})}
     return web.Response(
         status=status,
         text=json.dumps({"status": "error", "reason": reason}),

@@ -211,6 +211,7 @@ async def assert_refused(resp, words: str):
     body = await resp.json()
     assert body["status"] == "ERROR"
     assert words in body["reason"], body["reason"]
+    assert resp.headers["X-Reason"] == body["reason"]
 
 
 async def test_forged_or_mismatched_payments_get_no_invoice(shop, user, db, clock):
@@ -269,7 +270,15 @@ async def test_an_expired_offer_gets_no_invoice(shop, user, db, clock, paid_sett
     offer = await request_offer(shop, user, 1)
     clock.advance(paid_settings.offer_ttl_seconds + 1)
     await assert_refused(await callback(shop, offer, sign_payment(user, offer["payment"])), "expired")
+    # Still "expired" once the watcher has marked it so.
+    await wait_for(lambda: db.fetchval("SELECT status = 'expired' FROM offers"))
+    await assert_refused(await callback(shop, offer, sign_payment(user, offer["payment"])), "expired")
     assert await invoices_issued(db) == 0
+
+
+async def test_two_alike_requests_in_one_second_get_two_offers(shop, user):
+    first, second = await asyncio.gather(request_offer(shop, user, 1), request_offer(shop, user, 1))
+    assert first["offer"]["id"] != second["offer"]["id"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5", "", "121", "007"])
@@ -376,7 +385,9 @@ async def test_no_known_exchange_rate_means_503_never_a_wrong_price(make_client,
         }
     )
     client = await make_client(live)
-    resp = await client.get("/account/credit", params=auth_params(user, "Request Storage", [["gb_months", "1"]]))
+    resp = await client.get(
+        "/account/credit", params=auth_params(user, "Request Storage", [["gb_months", "1"]])
+    )
     assert resp.status == 503
     assert "exchange rate" in (await resp.json())["reason"]
     assert await db.fetchval("SELECT count(*) FROM offers") == 0

@@ -16,7 +16,7 @@ from satellite.billing.pricing import RateUnavailable
 from satellite.billing.settle import invoice_matches
 from satellite.db import offers
 from satellite.deps import DEPS, Deps
-from satellite.errors import ApiError
+from satellite.errors import ApiError, reason_header
 from satellite.lightning.base import BackendUnavailable, InvoiceRejected
 
 log = structlog.get_logger("satellite.billing")
@@ -84,7 +84,11 @@ async def request_credit(request: web.Request) -> web.Response:
 
 def lnurl_error(reason: str, status: int = 400) -> web.Response:
     """LUD-06 error body."""
-    return web.json_response({"status": "ERROR", "reason": reason}, status=status)
+    return web.json_response(
+        {"status": "ERROR", "reason": reason},
+        status=status,
+        headers=reason_header(reason),
+    )
 
 
 async def lnurl_callback(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ buyer) and kind 9735 receipt (signed by us once paid). Pure: building and checki
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ def make_offer(
             ["product", "cdn"],
             ["p", buyer],
             ["expiration", str(expires_at)],
+            # Two requests alike in the same second must still be two offers (two ids).
+            ["nonce", secrets.token_hex(8)],
         ],
         created_at=created_at,
     )
@@ -115,10 +118,10 @@ def check_against_offer(payment: CheckedPayment, offer: OfferTerms | None, *, no
         raise PaymentError("unknown offer: request a new one from /account/credit")
     if payment.event.pubkey != offer.buyer:
         raise PaymentError("this offer was made to another pubkey")
+    if offer.status == "expired" or now >= offer.expires_at:
+        raise PaymentError("this offer has expired: request a new one")
     if offer.status != "offered":
         raise PaymentError("this offer has already been used: request a new one")
-    if now >= offer.expires_at:
-        raise PaymentError("this offer has expired: request a new one")
     if payment.amount_msat != offer.amount_msat:
         raise PaymentError(f"amount must be exactly {offer.amount_msat} msat, as offered")
 
