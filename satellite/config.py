@@ -22,6 +22,10 @@ DEFAULT_TRACKERS = (
 )
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work, found while starting; the message names the setting."""
+
+
 class Environment(StrEnum):
     DEV = "dev"
     PRODUCTION = "production"

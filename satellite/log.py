@@ -24,6 +24,7 @@ def configure_logging(*, json_logs: bool, level: str = "info") -> None:
     """Console lines for people in development, one JSON object per line in production."""
     numeric_level = logging.getLevelName(level.upper())
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=numeric_level, force=True)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call at INFO
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -90,6 +90,7 @@ def test_serve_on_embedded_defaults_with_port_and_data_dir(tmp_path):
         ("serve", "PORT", "not-a-port"),
         ("migrate", "SERVICE_KEY", "nsec1notakey"),
         ("serve", "LOG_LEVEL", "loud"),
+        ("serve", "RELAYS", " , "),
     ],
 )
 def test_an_invalid_setting_stops_start_up_naming_it(tmp_path, command, variable, value):
@@ -100,6 +101,29 @@ def test_an_invalid_setting_stops_start_up_naming_it(tmp_path, command, variable
     assert proc.returncode != 0
     assert f"invalid setting: {variable}".encode() in proc.stderr
     assert not (tmp_path / "postgres").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"LIGHTNING_BACKEND": "lnbits"}, "LNBITS_URL"),
+        ({"LIGHTNING_BACKEND": "lnd", "LND_REST_URL": "http://127.0.0.1:9"}, "LND_MACAROON"),
+        (
+            {"PRICE_SATS_PER_GB_MONTH": "0", "EXCHANGE_RATE_PROVIDERS": "nosuchexchange"},
+            "EXCHANGE_RATE_PROVIDERS",
+        ),
+        ({"ENVIRONMENT": "production"}, "LIGHTNING_BACKEND=dev"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_start_up_naming_it(tmp_path, changes, named):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"DATA_DIR": str(tmp_path), "PORT": str(free_port()), **changes})
+    proc = subprocess.run(
+        [sys.executable, "-m", "satellite", "serve"], env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode != 0
+    said = [line for line in proc.stderr.decode().splitlines() if line.startswith("satellite: ")]
+    assert said and named in said[-1], proc.stderr.decode()[-2000:]
 
 
 def get_json(url: str, params: dict[str, str]) -> dict:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import aiohttp
 import structlog
 
+from satellite.config import ConfigError
+
 if TYPE_CHECKING:
     from satellite.config import Settings
 
@@ -247,15 +249,15 @@ PROVIDERS: dict[str, type[Provider]] = {
 def make_providers(names: Sequence[str], base_urls: dict[str, str] | None = None) -> list[Provider]:
     """Providers by name (as in EXCHANGE_RATE_PROVIDERS); ValueError naming the setting on a bad list."""
     if not names:
-        raise ValueError("EXCHANGE_RATE_PROVIDERS is empty: name at least one provider")
+        raise ConfigError("EXCHANGE_RATE_PROVIDERS is empty: name at least one provider")
     unknown = [n for n in names if n not in PROVIDERS]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"EXCHANGE_RATE_PROVIDERS: unknown provider(s) {', '.join(unknown)}; "
             f"known: {', '.join(PROVIDERS)}"
         )
     if len(set(names)) != len(names):
-        raise ValueError("EXCHANGE_RATE_PROVIDERS names a provider twice")
+        raise ConfigError("EXCHANGE_RATE_PROVIDERS names a provider twice")
     base_urls = base_urls or {}
     return [PROVIDERS[n](base_urls.get(n)) for n in names]
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from satellite.config import Environment, LightningBackendName, Settings
+from satellite.config import ConfigError, Environment, LightningBackendName, Settings
 from satellite.lightning.base import LightningBackend
 from satellite.nostr.keys import load_or_create_service_key
 
 
-class LightningConfigError(ValueError):
+class LightningConfigError(ConfigError):
     """A missing or contradictory lightning setting; the message names it."""
 
 
@@ -32,6 +32,17 @@ def _require(value: str, name: str) -> str:
 
 
 def build_backend(settings: Settings, session: aiohttp.ClientSession, pool: asyncpg.Pool) -> LightningBackend:
+    try:
+        return _build(settings, session, pool)
+    except OSError as exc:  # an unreadable macaroon, rune or key file
+        raise LightningConfigError(f"cannot read a {settings.lightning_backend.value} secret: {exc}") from exc
+    except LightningConfigError:
+        raise
+    except ValueError as exc:  # a backend refusing its config (URL scheme, TLS certificate)
+        raise LightningConfigError(f"LIGHTNING_BACKEND={settings.lightning_backend.value}: {exc}") from exc
+
+
+def _build(settings: Settings, session: aiohttp.ClientSession, pool: asyncpg.Pool) -> LightningBackend:
     choice = settings.lightning_backend
     if choice == LightningBackendName.DEV:
         if settings.environment == Environment.PRODUCTION and not settings.allow_dev_lightning:
