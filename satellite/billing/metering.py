@@ -9,19 +9,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
 
 BYTES_PER_GB = 10**9
 SECONDS_PER_MONTH = 2_592_000
 BYTE_SECONDS_PER_GB_MONTH = BYTES_PER_GB * SECONDS_PER_MONTH
-_MICROSECOND = Decimal("0.000001")
+# Sums, differences, products and integer quotients of Decimals are exact in this context (digits grow
+# as needed). The default context would round them to 28 significant digits: ~1.6 * 10^22 byte-seconds,
+# e.g. 100 TB stored for 5 years, already has 29 (with the 6 decimals). Inexact is trapped so any rounding
+# would raise instead of passing silently.
+_EXACT = Context(
+    prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact]
+)
 
 
 def elapsed_seconds(since: datetime, now: datetime) -> Decimal:
     """Exact seconds from `since` to `now` (microsecond resolution); zero if the clock went backwards."""
     delta = now - since
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return max(Decimal(0), Decimal(micros) * _MICROSECOND)
+    return max(Decimal(0), _EXACT.scaleb(Decimal(micros), -6))
 
 
 def billable_bytes(storage_bytes: int, free_bytes: int) -> int:
@@ -32,7 +48,8 @@ def advance(
     usage_byte_seconds: Decimal, storage_bytes: int, since: datetime, now: datetime, *, free_bytes: int = 0
 ) -> Decimal:
     """Usage at `now`, given usage at `since` and a constant stored total in between."""
-    return usage_byte_seconds + billable_bytes(storage_bytes, free_bytes) * elapsed_seconds(since, now)
+    billable = Decimal(billable_bytes(storage_bytes, free_bytes))
+    return _EXACT.add(usage_byte_seconds, _EXACT.multiply(billable, elapsed_seconds(since, now)))
 
 
 def gb_months(byte_seconds: Decimal | int) -> Decimal:
@@ -55,7 +72,7 @@ class Balance:
 
     @property
     def remaining_byte_seconds(self) -> Decimal:
-        return self.credit_byte_seconds - self.usage_byte_seconds
+        return _EXACT.subtract(self.credit_byte_seconds, self.usage_byte_seconds)
 
     @property
     def seconds_remaining(self) -> int | None:
@@ -65,7 +82,7 @@ class Balance:
         if billable == 0:
             return None
         remaining = max(Decimal(0), self.remaining_byte_seconds)
-        return int(remaining // billable)
+        return int(_EXACT.divide_int(remaining, Decimal(billable)))
 
     def may_store(self, extra_bytes: int) -> bool:
         """Whether an upload of `extra_bytes` more is allowed: it fits the free allowance, or there is
