@@ -18,9 +18,6 @@ CLNRest maps `POST /v1/<rpc method>` with a JSON body of parameters onto lightni
 
 from __future__ import annotations
 
-import json
-import re
-import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import bolt11
 
 from satellite.lightning.base import (
     BackendUnavailable,
@@ -38,8 +34,14 @@ from satellite.lightning.base import (
     InvoiceStatus,
     Settlement,
 )
+from satellite.lightning.node_http import (
+    HASH_RE,
+    NodeHttp,
+    invoice_from_bolt11,
+    node_message,
+    ssl_context,
+)
 
-_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 INVOICE_WAIT_TIMED_OUT = 904
 _STATES = {"unpaid": InvoiceState.PENDING, "paid": InvoiceState.SETTLED, "expired": InvoiceState.EXPIRED}
 
@@ -68,8 +70,9 @@ class ClnBackend:
         self._session = session
         self._base = config.url.rstrip("/")
         self._headers = {"Rune": config.rune}
-        self._ssl = _ssl_context(config.tls_cert_path)
+        self._ssl = ssl_context(config.tls_cert_path)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._http = NodeHttp(session, self._base, "CLNRest", self._headers, self._timeout, self._ssl)
         # waitanyinvoice answers (904) after long_poll_s when nothing was paid: a connection silent for
         # longer than that plus some slack is dead.
         self._long_poll_s = long_poll_s
@@ -116,7 +119,7 @@ class ClnBackend:
         raise InvoiceRejected(f"CLN refused the invoice ({status}, code {code}): {_node_message(data, text)}")
 
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        if not _HASH_RE.match(payment_hash):
+        if not HASH_RE.match(payment_hash):
             return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
         try:
             status, data, text = await self._call(
@@ -178,24 +181,7 @@ class ClnBackend:
     async def _call(
         self, method: str, params: dict[str, Any], limits: aiohttp.ClientTimeout
     ) -> tuple[int, Any, str]:
-        try:
-            async with self._session.post(
-                f"{self._base}/v1/{method}",
-                json=params,
-                headers=self._headers,
-                ssl=self._ssl,
-                timeout=limits,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"CLNRest at {self._base} unreachable: {_describe(exc)}") from exc
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            data = None
-        return status, data, text
+        return await self._http.request("POST", f"/v1/{method}", params, limits=limits)
 
 
 def _rpc_error(data: object) -> dict[str, Any] | None:
@@ -212,12 +198,8 @@ def _rpc_code(data: object) -> int | None:
 
 
 def _node_message(data: object, text: str) -> str:
-    error = _rpc_error(data)
-    if error is not None:
-        message = error.get("message")
-        if isinstance(message, str) and message:
-            return message[:200]
-    return text[:200] or "(no body)"
+    """The error text of a CLNRest error body: {"code", "message"} or {"error": {"code", "message"}}."""
+    return node_message(_rpc_error(data), text, keys=("message",))
 
 
 def _msat(value: object) -> int:
@@ -242,30 +224,4 @@ def _invoice_from_bolt11(payment_request: object, *, payment_hash: object, expir
     reports (the same as the invoice's own)."""
     if not isinstance(payment_request, str) or not isinstance(payment_hash, str):
         raise BackendUnavailable("CLN returned no bolt11 or payment hash")
-    try:
-        decoded = bolt11.decode(payment_request)
-    except Exception as exc:
-        raise BackendUnavailable(f"CLN returned an invoice that does not decode: {exc}") from None
-    if decoded.payment_hash != payment_hash:
-        raise BackendUnavailable("CLN returned an invoice whose payment hash is not payment_hash")
-    if not decoded.amount_msat:
-        raise BackendUnavailable("CLN returned an invoice without an amount")
-    return Invoice(
-        payment_hash=payment_hash,
-        bolt11=payment_request,
-        amount_msat=int(decoded.amount_msat),
-        expires_at=expires_at if isinstance(expires_at, int) else decoded.date + decoded.expiry,
-    )
-
-
-def _ssl_context(path: Path | None) -> ssl.SSLContext | bool:
-    if path is None:
-        return True  # the system's trusted CAs
-    try:
-        return ssl.create_default_context(cafile=str(path))
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot use TLS certificate {path}: {exc}") from None
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return invoice_from_bolt11(payment_request, payment_hash=payment_hash, node="CLN", expires_at=expires_at)

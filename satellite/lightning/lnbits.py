@@ -24,10 +24,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
-import bolt11
 
 from satellite.lightning.base import (
     BackendUnavailable,
@@ -37,8 +35,8 @@ from satellite.lightning.base import (
     InvoiceStatus,
     Settlement,
 )
+from satellite.lightning.node_http import HASH_RE, NodeHttp, describe, invoice_from_bolt11, node_message
 
-_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 # LNbits derives "expired" from the clock, not from its node: allow for an HTLC that arrived just before
 # the expiry and whose settlement LNbits has not recorded yet.
 EXPIRY_GRACE_S = 120
@@ -69,6 +67,7 @@ class LnbitsBackend:
         self._base = config.url.rstrip("/")
         self._headers = {"X-Api-Key": config.api_key}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._http = NodeHttp(session, self._base, "LNbits", self._headers, self._timeout)
         self._heartbeat_s = heartbeat_s
 
     async def __aenter__(self) -> LnbitsBackend:
@@ -97,7 +96,7 @@ class LnbitsBackend:
             "unhashed_description": unhashed_description.hex(),
             "expiry": expiry_s,
         }
-        status, data, text = await self._request("POST", "/api/v1/payments", body)
+        status, data, text = await self._http.request("POST", "/api/v1/payments", body)
         if status >= 500 or status in (408, 429):
             raise BackendUnavailable(f"LNbits answered {status}: {_node_message(data, text)}")
         if status >= 400:
@@ -108,13 +107,13 @@ class LnbitsBackend:
         payment_hash = data.get("payment_hash")
         if not isinstance(payment_hash, str):
             raise BackendUnavailable(f"LNbits answered {status} without a payment hash: {text[:200]}")
-        return _invoice_from_bolt11(payment_request, payment_hash=payment_hash.lower())
+        return invoice_from_bolt11(payment_request, payment_hash=payment_hash.lower(), node="LNbits")
 
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        if not _HASH_RE.match(payment_hash):
+        if not HASH_RE.match(payment_hash):
             return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
         try:
-            status, data, text = await self._request("GET", f"/api/v1/payments/{payment_hash}")
+            status, data, text = await self._http.request("GET", f"/api/v1/payments/{payment_hash}")
         except BackendUnavailable as exc:
             return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
         if status == 404:
@@ -142,7 +141,7 @@ class LnbitsBackend:
 
     async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
         # `cursor` cannot resume anything here (see the module docstring): the stream starts from now.
-        status, data, text = await self._request("GET", "/api/v1/wallet")
+        status, data, text = await self._http.request("GET", "/api/v1/wallet")
         if status != 200:
             raise BackendUnavailable(f"LNbits refused the API key ({status}): {_node_message(data, text)}")
         ws_url = "ws" + self._base.removeprefix("http") + f"/api/v1/ws/{self.config.api_key}"
@@ -157,13 +156,13 @@ class LnbitsBackend:
             # Its text names the URL, which holds the key.
             raise BackendUnavailable(f"LNbits refused the payment websocket ({exc.status})") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"LNbits payment websocket unreachable: {_describe(exc)}") from None
+            raise BackendUnavailable(f"LNbits payment websocket unreachable: {describe(exc)}") from None
         async with ws:
             while True:
                 try:
                     message = await ws.receive()
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise BackendUnavailable(f"LNbits payment websocket broke: {_describe(exc)}") from None
+                    raise BackendUnavailable(f"LNbits payment websocket broke: {describe(exc)}") from None
                 if message.type is aiohttp.WSMsgType.TEXT:
                     settlement = _settlement(message.data)
                     if settlement is not None:
@@ -175,23 +174,7 @@ class LnbitsBackend:
                 ):
                     raise BackendUnavailable("LNbits closed the payment websocket")
                 elif message.type is aiohttp.WSMsgType.ERROR:
-                    raise BackendUnavailable(f"LNbits payment websocket broke: {_describe(ws.exception())}")
-
-    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
-        try:
-            async with self._session.request(
-                method, self._base + path, json=body, headers=self._headers, timeout=self._timeout
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"LNbits at {self._base} unreachable: {_describe(exc)}") from exc
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            data = None
-        return status, data, text
+                    raise BackendUnavailable(f"LNbits payment websocket broke: {describe(ws.exception())}")
 
 
 def _settlement(text: str) -> Settlement | None:
@@ -209,7 +192,7 @@ def _settlement(text: str) -> Settlement | None:
     status = payment.get("status")
     paid = status == "success" if status is not None else payment.get("pending") is False
     payment_hash = payment.get("payment_hash")
-    if not paid or not isinstance(payment_hash, str) or not _HASH_RE.match(payment_hash.lower()):
+    if not paid or not isinstance(payment_hash, str) or not HASH_RE.match(payment_hash.lower()):
         return None
     settled_at = _unix(payment.get("updated_at")) or _unix(payment.get("time")) or int(time.time())
     return Settlement(
@@ -255,39 +238,6 @@ def _preimage(value: object) -> str | None:
     return None  # LNbits shows "0000…" for unknown preimages
 
 
-def _invoice_from_bolt11(payment_request: object, *, payment_hash: str) -> Invoice:
-    """What the node actually issued: amount and expiry read from the signed invoice."""
-    if not isinstance(payment_request, str):
-        raise BackendUnavailable("LNbits returned no payment request")
-    try:
-        decoded = bolt11.decode(payment_request)
-    except Exception as exc:
-        raise BackendUnavailable(f"LNbits returned an invoice that does not decode: {exc}") from None
-    if decoded.payment_hash != payment_hash:
-        raise BackendUnavailable("LNbits returned an invoice whose payment hash is not payment_hash")
-    if not decoded.amount_msat:
-        raise BackendUnavailable("LNbits returned an invoice without an amount")
-    return Invoice(
-        payment_hash=payment_hash,
-        bolt11=payment_request,
-        amount_msat=int(decoded.amount_msat),
-        expires_at=decoded.date + decoded.expiry,
-    )
-
-
 def _node_message(data: object, text: str) -> str:
     """The error text of an LNbits (FastAPI) error body: {"detail": ...}."""
-    if isinstance(data, dict):
-        for key in ("detail", "message", "error"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return value[:200]
-            if value:
-                return json.dumps(value)[:200]
-    return text[:200] or "(no body)"
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "connection lost"
-    return str(exc) or type(exc).__name__
+    return node_message(data, text, keys=("detail", "message", "error"), nested="json")

@@ -17,15 +17,11 @@ import base64
 import binascii
 import hashlib
 import json
-import re
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import bolt11
 
 from satellite.lightning.base import (
     BackendUnavailable,
@@ -35,8 +31,15 @@ from satellite.lightning.base import (
     InvoiceStatus,
     Settlement,
 )
+from satellite.lightning.node_http import (
+    HASH_RE,
+    NodeHttp,
+    describe,
+    invoice_from_bolt11,
+    node_message,
+    ssl_context,
+)
 
-_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 _MAX_LINE_BYTES = 8 * 1024 * 1024
 _STATES = {
     "OPEN": InvoiceState.PENDING,
@@ -74,8 +77,9 @@ class LndBackend:
         self._session = session
         self._base = config.url.rstrip("/")
         self._headers = {"Grpc-Metadata-macaroon": config.macaroon_hex}
-        self._ssl = _ssl_context(config.tls_cert_path)
+        self._ssl = ssl_context(config.tls_cert_path)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._http = NodeHttp(session, self._base, "LND", self._headers, self._timeout, self._ssl)
         # The subscription is silent while nothing happens, so no idle limit by default; the watcher's
         # periodic re-check covers a connection that died without a FIN.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -100,7 +104,7 @@ class LndBackend:
             "description_hash": base64.b64encode(hashlib.sha256(unhashed_description).digest()).decode(),
             "expiry": str(expiry_s),
         }
-        status, data, text = await self._request("POST", "/v1/invoices", body)
+        status, data, text = await self._http.request("POST", "/v1/invoices", body)
         if status >= 500 or status in (408, 429):
             raise BackendUnavailable(f"LND answered {status}: {_node_message(data, text)}")
         if status >= 400:
@@ -110,13 +114,13 @@ class LndBackend:
             payment_hash = base64.b64decode(data["r_hash"], validate=True).hex()
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise BackendUnavailable(f"LND answered {status} without an invoice: {text[:200]}") from None
-        return _invoice_from_bolt11(payment_request, payment_hash=payment_hash)
+        return invoice_from_bolt11(payment_request, payment_hash=payment_hash, node="LND", hash_name="r_hash")
 
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        if not _HASH_RE.match(payment_hash):
+        if not HASH_RE.match(payment_hash):
             return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
         try:
-            status, data, text = await self._request("GET", f"/v1/invoice/{payment_hash}")
+            status, data, text = await self._http.request("GET", f"/v1/invoice/{payment_hash}")
         except BackendUnavailable as exc:
             return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
         if status == 404:
@@ -162,29 +166,8 @@ class LndBackend:
                     after = index
                     yield settlement
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"LND invoice stream broke: {_describe(exc)}") from exc
+            raise BackendUnavailable(f"LND invoice stream broke: {describe(exc)}") from exc
         raise BackendUnavailable("LND closed the invoice stream")
-
-    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
-        try:
-            async with self._session.request(
-                method,
-                self._base + path,
-                json=body,
-                headers=self._headers,
-                ssl=self._ssl,
-                timeout=self._timeout,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"LND at {self._base} unreachable: {_describe(exc)}") from exc
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            data = None
-        return status, data, text
 
 
 def _settlement(line: bytes) -> Settlement | None:
@@ -248,46 +231,6 @@ def _check_request(amount_msat: int, expiry_s: int) -> None:
         raise InvoiceRejected(f"expiry must be positive, not {expiry_s} s")
 
 
-def _invoice_from_bolt11(payment_request: object, *, payment_hash: str) -> Invoice:
-    """What the node actually issued: amount and expiry read from the signed invoice."""
-    if not isinstance(payment_request, str):
-        raise BackendUnavailable("LND returned no payment request")
-    try:
-        decoded = bolt11.decode(payment_request)
-    except Exception as exc:
-        raise BackendUnavailable(f"LND returned an invoice that does not decode: {exc}") from None
-    if decoded.payment_hash != payment_hash:
-        raise BackendUnavailable("LND returned an invoice whose payment hash is not r_hash")
-    if not decoded.amount_msat:
-        raise BackendUnavailable("LND returned an invoice without an amount")
-    return Invoice(
-        payment_hash=payment_hash,
-        bolt11=payment_request,
-        amount_msat=int(decoded.amount_msat),
-        expires_at=decoded.date + decoded.expiry,
-    )
-
-
-def _ssl_context(path: Path | None) -> ssl.SSLContext | bool:
-    if path is None:
-        return True  # the system's trusted CAs
-    try:
-        return ssl.create_default_context(cafile=str(path))
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot use TLS certificate {path}: {exc}") from None
-
-
 def _node_message(data: object, text: str) -> str:
     """The error text of an lnd (grpc-gateway) error body: {"code", "message", "details"}."""
-    if isinstance(data, dict):
-        for key in ("message", "error", "detail"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return value[:200]
-            if isinstance(value, dict):
-                return _node_message(value, text)
-    return text[:200] or "(no body)"
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return node_message(data, text, keys=("message", "error", "detail"), nested="recurse")
