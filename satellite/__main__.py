@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from pydantic import ValidationError
 
-from satellite.config import ConfigError, Settings
+from satellite.config import Settings
 
 
 def _settings() -> Settings:
@@ -24,24 +24,9 @@ def _settings() -> Settings:
 
 
 def _serve(settings: Settings) -> None:
-    from aiohttp import web
+    from satellite.serve import serve
 
-    from satellite.app import HTTP_LIMITS, create_app
-    from satellite.log import configure_logging
-
-    configure_logging(json_logs=settings.json_logs, level=settings.log_level)
-    try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=None,
-            shutdown_timeout=10,
-            handler_args=HTTP_LIMITS,
-        )
-    except ConfigError as exc:
-        sys.exit(f"satellite: {exc}")
+    serve(settings)
 
 
 async def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:

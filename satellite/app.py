@@ -54,7 +54,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         async with pool.acquire() as conn:
             await migrate(conn)
         storage = LocalStorage(settings.blob_dir)
-        staging_dir = settings.blob_dir / "tmp"
+        staging_dir = storage.staging_dir
         staging_dir.mkdir(parents=True, exist_ok=True)
         removed = await asyncio.to_thread(remove_stale_spools, staging_dir, STALE_SPOOL_SECONDS)
         if removed:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEV
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # HTTP worker processes sharing the port (SO_REUSEPORT); each has its own database pool.
+    workers: int = Field(1, ge=1, le=64)
     # Base of every public URL we hand out (file URLs, magnets, callbacks). Empty: http://HOST:PORT.
     public_url: str = ""
     data_dir: Path = Path("data")

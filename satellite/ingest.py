@@ -19,23 +19,33 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from satellite.errors import ApiError
 from satellite.media_type import SNIFF_BYTES
+from satellite.storage.local import SPOOL_PREFIX
 from satellite.torrent import PieceHasher, piece_length_for
 
 CHUNK_BYTES = 1024 * 1024
 READ_BYTES = 256 * 1024
-SPOOL_PREFIX = ".upload-"
+# Bodies announced (Content-Length) at or below this are read into memory and hashed on the event loop:
+# cheaper than a temp file and thread hand-offs, and bounded per request.
+INLINE_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Spooled:
-    """A complete upload in a temp file, with everything computed from its bytes."""
+    """A complete upload, with everything computed from its bytes: in a temp file (`path`), or for
+    small bodies in memory (`data`)."""
 
-    path: Path
+    path: Path | None
+    data: bytes | None
     size: int
     sha256: str
     piece_length: int
     pieces: bytes
     head: bytes
+
+    def discard(self) -> None:
+        """Remove the temp file, if any (after the blob is stored, or on failure)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 class _Sink:
@@ -77,6 +87,8 @@ async def spool(
     `expected_size` (the auth event's `size` tag) must equal the byte count; `max_bytes` is enforced
     while reading, so a chunked body without Content-Length cannot exceed it either.
     """
+    if content_length is not None and content_length <= INLINE_MAX_BYTES:
+        return await _read_small(stream, expected_size=expected_size)
     known_size = content_length if content_length is not None else expected_size
     piece_length = piece_length_for(known_size) if known_size else None
     fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=staging_dir)
@@ -90,15 +102,7 @@ async def spool(
     closed = False
     try:
         while True:
-            try:
-                data = await stream.read(READ_BYTES)
-            except (
-                ClientPayloadError,
-                HttpProcessingError,
-                ConnectionError,
-                asyncio.IncompleteReadError,
-            ) as exc:
-                raise ApiError(400, f"upload interrupted: {exc}") from exc
+            data = await _read(stream)
             if data:
                 total += len(data)
                 if total > max_bytes:
@@ -118,10 +122,7 @@ async def spool(
         if pending is not None:
             await pending
             pending = None
-        if total == 0:
-            raise ApiError(400, "empty body: the request body must contain the file")
-        if expected_size is not None and total != expected_size:
-            raise ApiError(400, f"body is {total} bytes but the size tag says {expected_size}")
+        _check_complete(total, expected_size)
         os.close(fd)
         closed = True
         if sink.pieces is not None and piece_length == piece_length_for(total):
@@ -132,6 +133,7 @@ async def spool(
             pieces = await asyncio.to_thread(_pieces_from_file, path, piece_length)
         return Spooled(
             path=path,
+            data=None,
             size=total,
             sha256=sink.sha256.hexdigest(),
             piece_length=piece_length,
@@ -148,6 +150,41 @@ async def spool(
             os.close(fd)
         path.unlink(missing_ok=True)
         raise
+
+
+async def _read(stream: StreamReader) -> bytes:
+    try:
+        return await stream.read(READ_BYTES)
+    except (ClientPayloadError, HttpProcessingError, ConnectionError, asyncio.IncompleteReadError) as exc:
+        raise ApiError(400, f"upload interrupted: {exc}") from exc
+
+
+def _check_complete(total: int, expected_size: int | None) -> None:
+    if total == 0:
+        raise ApiError(400, "empty body: the request body must contain the file")
+    if expected_size is not None and total != expected_size:
+        raise ApiError(400, f"body is {total} bytes but the size tag says {expected_size}")
+
+
+async def _read_small(stream: StreamReader, *, expected_size: int | None) -> Spooled:
+    """A body whose Content-Length is at most INLINE_MAX_BYTES (aiohttp stops reading there)."""
+    body = bytearray()
+    while data := await _read(stream):
+        body += data
+    _check_complete(len(body), expected_size)
+    data = bytes(body)
+    piece_length = piece_length_for(len(data))
+    pieces = PieceHasher(piece_length)
+    pieces.update(data)
+    return Spooled(
+        path=None,
+        data=data,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        piece_length=piece_length,
+        pieces=pieces.finish(),
+        head=data[:SNIFF_BYTES],
+    )
 
 
 def remove_stale_spools(staging_dir: Path, older_than_s: float) -> int:

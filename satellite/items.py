@@ -24,6 +24,14 @@ from satellite.torrent import TorrentInfo
 log = structlog.get_logger("satellite.items")
 
 
+async def _put(storage: BlobStorage, spooled: Spooled) -> None:
+    if spooled.data is not None:
+        await storage.put_bytes(spooled.sha256, spooled.data)
+    else:
+        assert spooled.path is not None
+        await storage.put(spooled.sha256, spooled.path)
+
+
 async def store_upload(
     *,
     pool: asyncpg.Pool,
@@ -35,6 +43,11 @@ async def store_upload(
     now: datetime,
     free_bytes: int,
 ) -> FileRow:
+    """Bytes into storage first, then one database call under the blob's lock.
+
+    A delete of the blob's last owner may run between the two and take the bytes away; it also removes
+    the blob row, so `blob_created` tells us to check the bytes again and put them back.
+    """
     try:
         mime_type, ext = await asyncio.to_thread(detect, spooled.head, name)
         info = TorrentInfo(
@@ -52,33 +65,30 @@ async def store_upload(
             piece_length=spooled.piece_length,
             pieces=spooled.pieces,
         )
-        async with pool.acquire() as conn, conn.transaction():
-            await files.lock_blob_for_transaction(conn, blob.sha256)
-            if await files.is_blocked(conn, blob.sha256):
-                raise ApiError(403, "this content is blocked on this server")
-            if await storage.exists(blob.sha256):
-                spooled.path.unlink(missing_ok=True)  # dedup: the bytes are already stored
-            else:
-                await storage.put(blob.sha256, spooled.path)
-            await files.insert_blob(conn, blob, now)
-            await accounts.ensure(conn, pubkey, now)
-            is_new = await files.upsert_file(
-                conn,
-                pubkey=pubkey,
-                sha256=blob.sha256,
-                name=name,
-                label=label,
-                default_name=info.name,
-                now=now,
-            )
-            if is_new:
-                await accounts.change_storage(conn, pubkey, now, blob.size, free_bytes=free_bytes)
-            row = await files.get_file(conn, pubkey, blob.sha256)
+        stored_here = not await storage.exists(blob.sha256)  # else dedup: the bytes are already there
+        if stored_here:
+            await _put(storage, spooled)
+        result = await files.commit_upload(
+            pool,
+            blob,
+            pubkey=pubkey,
+            name=name,
+            default_name=info.name,
+            label=label,
+            now=now,
+            free_bytes=free_bytes,
+        )
+        if result.blocked:
+            if stored_here:
+                await storage.delete(blob.sha256)
+            raise ApiError(403, "this content is blocked on this server")
+        if result.blob_created and not await storage.exists(blob.sha256):
+            await _put(storage, spooled)
     finally:
-        spooled.path.unlink(missing_ok=True)
-    assert row is not None
-    log.info("stored", sha256=row.sha256, size=row.size, type=row.type, new_owner=is_new)
-    return row
+        spooled.discard()
+    assert result.file is not None
+    log.info("stored", sha256=blob.sha256, size=blob.size, type=blob.type, new_owner=result.new_owner)
+    return result.file
 
 
 async def delete_item(

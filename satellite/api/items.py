@@ -45,7 +45,7 @@ async def put_item(request: web.Request) -> web.Response:
         try:
             await require_room(deps.pool, event.pubkey, spooled.size, deps.now(), free_bytes=free_bytes)
         except ApiError:
-            spooled.path.unlink(missing_ok=True)
+            spooled.discard()
             raise
     # The body is complete: finish the commit even if the client goes away now, so a retry finds the
     # file stored instead of a half-done upload (storage without a row).

@@ -10,11 +10,12 @@ from decimal import Decimal
 
 from satellite.db.types import Connection, Executor
 
-# $2 = now, $3 = free allowance in bytes.
+# $2 = now, $3 = free allowance in bytes. advanced_usage() is defined in sql/003.
 _ADVANCE = """
-    usage_byte_seconds = accounts.usage_byte_seconds
-        + GREATEST(accounts.storage_bytes - $3::bigint, 0)
-          * GREATEST(0, EXTRACT(EPOCH FROM ($2::timestamptz - accounts.usage_updated_at))),
+    usage_byte_seconds = advanced_usage(
+        accounts.usage_byte_seconds, accounts.storage_bytes, accounts.usage_updated_at,
+        $2::timestamptz, $3::bigint
+    ),
     usage_updated_at = GREATEST(accounts.usage_updated_at, $2::timestamptz)
 """
 _COLUMNS = "pubkey, credit_byte_seconds, usage_byte_seconds, storage_bytes, usage_updated_at"

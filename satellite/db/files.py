@@ -31,65 +31,12 @@ class FileRow:
     infohash: str
 
 
-def lock_key(sha256: str) -> int:
-    """Advisory lock id for one blob: the first 64 bits of its hash."""
-    return int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)
-
-
-async def lock_blob_for_transaction(conn: Connection, sha256: str) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(sha256))
-
-
-async def insert_blob(conn: Connection, blob: BlobRow, now: datetime) -> None:
-    await conn.execute(
-        "INSERT INTO blobs (sha256, size, type, ext, infohash, piece_length, pieces, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO NOTHING",
-        blob.sha256,
-        blob.size,
-        blob.type,
-        blob.ext,
-        blob.infohash,
-        blob.piece_length,
-        blob.pieces,
-        now,
-    )
-
-
 async def get_blob(db: Executor, sha256: str) -> BlobRow | None:
     row = await db.fetchrow(
         "SELECT sha256, size, type, ext, infohash, piece_length, pieces FROM blobs WHERE sha256 = $1",
         sha256,
     )
     return BlobRow(**dict(row)) if row else None
-
-
-async def upsert_file(
-    conn: Connection,
-    *,
-    pubkey: str,
-    sha256: str,
-    name: str | None,
-    label: str | None,
-    default_name: str,
-    now: datetime,
-) -> bool:
-    """Give `pubkey` the file; True if it is new to this owner. On a repeat upload a given name or label
-    replaces the stored one and an absent one keeps it."""
-    row = await conn.fetchrow(
-        "INSERT INTO files (pubkey, sha256, name, label, created_at)"
-        " VALUES ($1, $2, COALESCE($3, $6), $4, $5)"
-        " ON CONFLICT (pubkey, sha256) DO UPDATE SET"
-        " name = COALESCE($3, files.name), label = COALESCE($4, files.label)"
-        " RETURNING (xmax = 0) AS inserted",
-        pubkey,
-        sha256,
-        name,
-        label,
-        now,
-        default_name,
-    )
-    assert row is not None
-    return bool(row["inserted"])
 
 
 _FILE_COLUMNS = (
@@ -138,12 +85,55 @@ async def is_blocked(db: Executor, sha256: str) -> bool:
 
 
 async def lock_blob(conn: Connection, sha256: str) -> None:
-    """Session-level lock, held across a commit and the storage delete that follows it."""
-    await conn.execute("SELECT pg_advisory_lock($1)", lock_key(sha256))
+    """Session-level lock, held across a commit and the storage delete that follows it. The same lock
+    `commit_upload` takes for its transaction."""
+    await conn.execute("SELECT pg_advisory_lock(blob_lock_key($1))", sha256)
 
 
 async def unlock_blob(conn: Connection, sha256: str) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(sha256))
+    await conn.execute("SELECT pg_advisory_unlock(blob_lock_key($1))", sha256)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    blocked: bool
+    blob_created: bool  # no blob row existed: the stored bytes must be checked again after this
+    new_owner: bool
+    file: FileRow | None
+
+
+async def commit_upload(
+    db: Executor,
+    blob: BlobRow,
+    *,
+    pubkey: str,
+    name: str | None,
+    default_name: str,
+    label: str | None,
+    now: datetime,
+    free_bytes: int,
+) -> Committed:
+    """One round trip (sql/003 commit_upload): the blob, the owner's file and their storage total."""
+    row = await db.fetchrow(
+        "SELECT * FROM commit_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        pubkey,
+        blob.sha256,
+        blob.size,
+        blob.type,
+        blob.ext,
+        blob.infohash,
+        blob.piece_length,
+        blob.pieces,
+        name,
+        default_name,
+        label,
+        now,
+        free_bytes,
+    )
+    assert row is not None
+    values = dict(row)
+    flags = {k: values.pop(k) for k in ("blocked", "blob_created", "new_owner")}
+    return Committed(**flags, file=None if flags["blocked"] else FileRow(**values))
 
 
 @dataclass(frozen=True, slots=True)

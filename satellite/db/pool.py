@@ -12,9 +12,19 @@ from pathlib import Path
 import asyncpg
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Released connections are not reset: asyncpg's default reset costs a round trip per release, and
+    the only session state we take (a blob's advisory lock while deleting) is released by its owner."""
+
+
 async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, command_timeout=60, server_settings={"timezone": "UTC"}
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        command_timeout=60,
+        server_settings={"timezone": "UTC"},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool

@@ -11,8 +11,11 @@ class BlobStorage(Protocol):
     async def exists(self, sha256: str) -> bool: ...
 
     async def put(self, sha256: str, spooled: Path) -> None:
-        """Make the fully written, verified file at `spooled` the blob `sha256`, durably.
-        The spooled file is consumed (moved or deleted) whether or not this succeeds."""
+        """Make the fully written, verified file at `spooled` the blob `sha256`, durably. The spooled
+        file stays where it is (the caller removes it), so the same bytes can be put again."""
+
+    async def put_bytes(self, sha256: str, data: bytes) -> None:
+        """Store a small blob held in memory, durably."""
 
     async def delete(self, sha256: str) -> None:
         """Remove the blob; no error if it is already gone."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 READ_CHUNK = 1024 * 1024
+SPOOL_PREFIX = ".upload-"  # temp files; a crash can leave them, and start-up sweeps old ones
 
 
 def _fsync_dir(path: Path) -> None:
@@ -21,6 +23,8 @@ def _fsync_dir(path: Path) -> None:
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Temp files live under the root so the final rename never crosses filesystems.
+        self.staging_dir = root / "tmp"
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[0:2] / sha256[2:4] / sha256
@@ -33,21 +37,39 @@ class LocalStorage:
 
     def _put_sync(self, sha256: str, spooled: Path) -> None:
         final = self.path_for(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(spooled, os.O_RDONLY)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(spooled, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(spooled, 0o644)
-            os.replace(spooled, final)  # atomic: readers see the old complete file or the new one
-            _fsync_dir(final.parent)
+            os.fsync(fd)
         finally:
-            spooled.unlink(missing_ok=True)
+            os.close(fd)
+        os.chmod(spooled, 0o644)
+        try:
+            os.link(spooled, final)  # atomic: readers see no file or the complete one
+        except FileExistsError:
+            return  # the same bytes are already there
+        _fsync_dir(final.parent)
 
     async def put(self, sha256: str, spooled: Path) -> None:
         await asyncio.to_thread(self._put_sync, sha256, spooled)
+
+    def _put_bytes_sync(self, sha256: str, data: bytes) -> None:
+        final = self.path_for(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self.staging_dir)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self._put_sync(sha256, Path(name))
+        finally:
+            os.unlink(name)
+
+    async def put_bytes(self, sha256: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put_bytes_sync, sha256, data)
 
     async def delete(self, sha256: str) -> None:
         await asyncio.to_thread(self.path_for(sha256).unlink, True)
