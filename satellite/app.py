@@ -15,6 +15,7 @@ from satellite.api import account, billing, items, media, service
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
 from satellite.billing.pricing import build_pricing
 from satellite.billing.watcher import SettlementWatcher
+from satellite.blob_cache import BlobCache, follow_changes
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db import auth_events
@@ -69,6 +70,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             stack.push_async_callback(pricing.exchange_rates.close)  # runs before the session closes
         lightning = build_backend(settings, session, pool)
         stack.push_async_callback(lightning.aclose)
+        blob_cache = BlobCache()
         app[DEPS] = Deps(
             settings=settings,
             pool=pool,
@@ -77,6 +79,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             service_key=service_key,
             auth_rules=AuthRules(window_seconds=settings.auth_window_seconds),
             links=Links(base_url=settings.base_url, trackers=tuple(settings.tracker_list)),
+            blob_cache=blob_cache,
             pricing=pricing,
             lightning=lightning,
             clock=app[CLOCK],
@@ -94,6 +97,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         background = [
             asyncio.create_task(_prune_auth_events(app[DEPS])),
             asyncio.create_task(watcher.run()),
+            asyncio.create_task(follow_changes(dsn, blob_cache)),
         ]
         log.info("ready", url=settings.base_url, pubkey=service_key.pubkey, storage=str(settings.blob_dir))
         try:

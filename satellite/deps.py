@@ -13,6 +13,7 @@ from aiohttp import web
 
 from satellite.auth import AuthRules
 from satellite.billing.pricing import Pricing
+from satellite.blob_cache import BlobCache
 from satellite.config import Settings
 from satellite.lightning.base import LightningBackend
 from satellite.links import Links
@@ -31,6 +32,7 @@ class Deps:
     service_key: SecretKey
     auth_rules: AuthRules
     links: Links
+    blob_cache: BlobCache
     pricing: Pricing
     lightning: LightningBackend
     clock: Clock = time.time

@@ -80,4 +80,5 @@ async def delete_item(request: web.Request) -> web.Response:
             free_bytes=deps.settings.free_storage_bytes,
         )
     )
+    deps.blob_cache.invalidate(sha256)  # at once here; other processes hear it from the database
     return web.json_response({"deleted": True, "sha256": sha256})
