@@ -11,8 +11,10 @@ import hashlib
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from aiohttp import ClientPayloadError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
@@ -49,21 +51,47 @@ class Spooled:
 
 
 class _Sink:
-    """Writes and hashes chunks; used from one worker thread at a time."""
+    """Writes a batch of chunks to the temp file while the sha256 and the piece hashes are computed, each
+    of the three in its own worker thread (hashlib and os.writev release the GIL). Batches are applied
+    strictly one after another."""
+
+    _threads: ClassVar[ThreadPoolExecutor | None] = None
 
     def __init__(self, fd: int, piece_length: int | None) -> None:
         self.fd = fd
         self.sha256 = hashlib.sha256()
         self.pieces = PieceHasher(piece_length) if piece_length else None
 
-    def consume(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.sha256.update(chunk)
-        if self.pieces is not None:
+    @classmethod
+    def _pool(cls) -> ThreadPoolExecutor:
+        if cls._threads is None:
+            cls._threads = ThreadPoolExecutor(max_workers=12, thread_name_prefix="ingest")
+        return cls._threads
+
+    def _write(self, chunks: list[bytes]) -> None:
+        pending: list[bytes | memoryview] = list(chunks)
+        while pending:
+            written = os.writev(self.fd, pending)
+            while pending and written >= len(pending[0]):
+                written -= len(pending[0])
+                pending.pop(0)
+            if written:
+                pending[0] = memoryview(pending[0])[written:]
+
+    def _hash(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.sha256.update(chunk)
+
+    def _pieces(self, chunks: list[bytes]) -> None:
+        assert self.pieces is not None
+        for chunk in chunks:
             self.pieces.update(chunk)
+
+    def consume(self, chunks: list[bytes]) -> asyncio.Future[list[None]]:
+        loop = asyncio.get_running_loop()
+        pool = self._pool()
+        jobs = [self._write, self._hash] + ([self._pieces] if self.pieces is not None else [])
+        return asyncio.gather(*(loop.run_in_executor(pool, job, chunks) for job in jobs))
 
 
 def _pieces_from_file(path: Path, piece_length: int) -> bytes:
@@ -94,11 +122,11 @@ async def spool(
     fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=staging_dir)
     path = Path(name)
     sink = _Sink(fd, piece_length)
-    pending: asyncio.Future[None] | None = None
-    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[list[None]] | None = None
     total = 0
     head = bytearray()
-    buffer = bytearray()
+    batch: list[bytes] = []
+    batched = 0
     closed = False
     try:
         while True:
@@ -111,12 +139,13 @@ async def spool(
                     raise ApiError(400, f"body is larger than the size tag ({expected_size} bytes)")
                 if len(head) < SNIFF_BYTES:
                     head += data[: SNIFF_BYTES - len(head)]
-                buffer += data
-            if buffer and (len(buffer) >= CHUNK_BYTES or not data):
+                batch.append(data)
+                batched += len(data)
+            if batch and (batched >= CHUNK_BYTES or not data):
                 if pending is not None:
                     await pending
-                pending = loop.run_in_executor(None, sink.consume, bytes(buffer))
-                buffer.clear()
+                pending = sink.consume(batch)
+                batch, batched = [], 0
             if not data:
                 break
         if pending is not None:
