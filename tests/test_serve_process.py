@@ -182,3 +182,38 @@ def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
+
+
+def test_several_workers_share_the_port_and_stop_cleanly(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PUBLIC_URL", "SERVICE_KEY"}}
+    env.update(
+        {
+            "PORT": str(port),
+            "DATA_DIR": str(tmp_path / "d"),
+            "WORKERS": "2",
+            "LOG_FORMAT": "json",
+            "FREE_STORAGE_BYTES": "1000000",
+        }
+    )
+    base = f"http://127.0.0.1:{port}"
+    proc = start(env)
+    try:
+        wait_ready(base, proc)
+        bodies = [random.Random(i).randbytes(5000) for i in range(20)]
+        urls = []
+        for body in bodies:
+            query = urllib.parse.urlencode(auth_params(SecretKey.generate(), "Authorize Upload"))
+            request = urllib.request.Request(f"{base}/item?{query}", data=body, method="PUT")
+            urls.append(json.load(urllib.request.urlopen(request))["url"])
+        for url, body in zip(urls, bodies, strict=True):
+            assert urllib.request.urlopen(url).read() == body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    started = next(line for line in lines if line.get("event") == "workers started")
+    assert len(started["pids"]) == 2
+    assert sum(line.get("event") == "ready" for line in lines) == 2  # each worker started its app
+    assert not any(p.name == "postmaster.pid" for p in (tmp_path / "d" / "postgres").iterdir())
