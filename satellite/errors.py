@@ -55,6 +55,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             reason = "request body is too large"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, reason, headers)
+    except ConnectionResetError:  # the client went away mid-response: nothing to answer, nothing broken
+        request[ERROR_REASON] = "client disconnected"
+        raise
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
         return error_response(500, "internal server error")

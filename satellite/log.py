@@ -70,7 +70,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         else:
             sent = response.content_length or 0
         return response
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ConnectionResetError):
         status = 499  # the client went away before the response
         request[ERROR_REASON] = "client disconnected"
         raise

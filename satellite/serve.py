@@ -37,8 +37,8 @@ def run_worker(settings: Settings, *, reuse_port: bool) -> None:
             access_log=None,
             print=None,
             shutdown_timeout=10,
-            handler_args=HTTP_LIMITS,
             reuse_port=reuse_port,
+            **HTTP_LIMITS,  # passed through to each connection's request handler
         )
     except ConfigError as exc:
         sys.exit(f"satellite: {exc}")

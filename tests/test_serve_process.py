@@ -65,6 +65,13 @@ def test_serve_on_embedded_defaults_with_port_and_data_dir(tmp_path):
         request = urllib.request.Request(f"{base}/item?{query}", data=body, method="PUT")
         uploaded = json.load(urllib.request.urlopen(request))
         assert uploaded["url"] == f"{base}/{hashlib.sha256(body).hexdigest()}.bin"
+        # A long label makes a request line of about 9 KB: the server's own limits must apply.
+        label = "\u65e5" * 1000
+        query = urllib.parse.urlencode(
+            auth_params(SecretKey.generate(), "Authorize Upload", [["label", label]])
+        )
+        request = urllib.request.Request(f"{base}/item?{query}", data=b"labelled", method="PUT")
+        assert json.load(urllib.request.urlopen(request))["label"] == label
         assert urllib.request.urlopen(uploaded["url"]).read() == body
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -72,6 +79,7 @@ def test_serve_on_embedded_defaults_with_port_and_data_dir(tmp_path):
     assert proc.returncode == 0, err.decode()
     lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     assert any(line.get("event") == "request" and line.get("path") == "/item" for line in lines)
+    assert not any(line.get("level") in ("warning", "error") for line in lines), err.decode()[-3000:]
 
     # A restart keeps the service key and the stored file.
     proc = start(env)
