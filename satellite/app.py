@@ -36,7 +36,13 @@ WATCHER = web.AppKey("watcher", SettlementWatcher)
 STALE_SPOOL_SECONDS = 6 * 3600
 # The auth event travels in the query string: a request line must fit the largest event we accept,
 # percent-encoded (up to 9 characters per character for non-ASCII text).
-HTTP_LIMITS = {"max_line_size": 9 * MAX_AUTH_CHARS + 4096, "max_field_size": 16 * 1024}
+# read_bufsize: how much request body a connection buffers before reading pauses; the default 64 KiB
+# makes a large upload stop and restart the socket's reading every few hundred KiB.
+HTTP_LIMITS = {
+    "max_line_size": 9 * MAX_AUTH_CHARS + 4096,
+    "max_field_size": 16 * 1024,
+    "read_bufsize": 1 << 20,
+}
 PRUNE_EVERY_SECONDS = 60
 
 

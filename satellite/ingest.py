@@ -25,7 +25,7 @@ from satellite.storage.local import SPOOL_PREFIX
 from satellite.torrent import PieceHasher, piece_length_for
 
 CHUNK_BYTES = 1024 * 1024
-READ_BYTES = 256 * 1024
+READ_BYTES = 1024 * 1024
 # Bodies announced (Content-Length) at or below this are read into memory and hashed on the event loop:
 # cheaper than a temp file and thread hand-offs, and bounded per request.
 INLINE_MAX_BYTES = 256 * 1024
