@@ -37,6 +37,7 @@ from satellite.lightning.base import (
 from satellite.lightning.node_http import (
     HASH_RE,
     NodeHttp,
+    RemoteNode,
     invoice_from_bolt11,
     node_message,
     ssl_context,
@@ -53,7 +54,7 @@ class ClnConfig:
     tls_cert_path: Path | None = None
 
 
-class ClnBackend:
+class ClnBackend(RemoteNode):
     name = "cln"
 
     def __init__(
@@ -77,15 +78,6 @@ class ClnBackend:
         # longer than that plus some slack is dead.
         self._long_poll_s = long_poll_s
         self._poll_timeout = aiohttp.ClientTimeout(total=long_poll_s + timeout_s)
-
-    async def __aenter__(self) -> ClnBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """The HTTP session is injected and owned by the caller: nothing to release here."""
 
     async def create_invoice(
         self, *, amount_msat: int, unhashed_description: bytes, expiry_s: int

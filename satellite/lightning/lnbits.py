@@ -35,7 +35,14 @@ from satellite.lightning.base import (
     InvoiceStatus,
     Settlement,
 )
-from satellite.lightning.node_http import HASH_RE, NodeHttp, describe, invoice_from_bolt11, node_message
+from satellite.lightning.node_http import (
+    HASH_RE,
+    NodeHttp,
+    RemoteNode,
+    describe,
+    invoice_from_bolt11,
+    node_message,
+)
 
 # LNbits derives "expired" from the clock, not from its node: allow for an HTLC that arrived just before
 # the expiry and whose settlement LNbits has not recorded yet.
@@ -49,7 +56,7 @@ class LnbitsConfig:
     api_key: str = field(repr=False)
 
 
-class LnbitsBackend:
+class LnbitsBackend(RemoteNode):
     name = "lnbits"
 
     def __init__(
@@ -69,15 +76,6 @@ class LnbitsBackend:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._http = NodeHttp(session, self._base, "LNbits", self._headers, self._timeout)
         self._heartbeat_s = heartbeat_s
-
-    async def __aenter__(self) -> LnbitsBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """The HTTP session is injected and owned by the caller: nothing to release here."""
 
     async def create_invoice(
         self, *, amount_msat: int, unhashed_description: bytes, expiry_s: int

@@ -34,6 +34,7 @@ from satellite.lightning.base import (
 from satellite.lightning.node_http import (
     HASH_RE,
     NodeHttp,
+    RemoteNode,
     describe,
     invoice_from_bolt11,
     node_message,
@@ -56,7 +57,7 @@ class LndConfig:
     tls_cert_path: Path | None = None
 
 
-class LndBackend:
+class LndBackend(RemoteNode):
     name = "lnd"
 
     def __init__(
@@ -85,15 +86,6 @@ class LndBackend:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout_s, sock_read=stream_idle_timeout_s
         )
-
-    async def __aenter__(self) -> LndBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """The HTTP session is injected and owned by the caller: nothing to release here."""
 
     async def create_invoice(
         self, *, amount_msat: int, unhashed_description: bytes, expiry_s: int

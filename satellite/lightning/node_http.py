@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import aiohttp
 import bolt11
@@ -126,3 +126,17 @@ def describe(exc: BaseException | None) -> str:
     if exc is None:
         return "connection lost"
     return str(exc) or type(exc).__name__
+
+
+class RemoteNode:
+    """Base of the backends that talk to a node over HTTP: usable with `async with`; `aclose()` has
+    nothing to release because the HTTP session is injected and owned by the caller."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        return None
