@@ -7,10 +7,13 @@ releases the GIL) while the event loop reads the next chunk. Any failure removes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from satellite.storage.local import SPOOL_PREFIX
 from satellite.torrent import PieceHasher, piece_length_for
 
 CHUNK_BYTES = 1024 * 1024
+MAX_BATCHES_IN_FLIGHT = 4  # bounds the memory one upload holds to about 4 batches
 READ_BYTES = 1024 * 1024
 # Bodies announced (Content-Length) at or below this are read into memory and hashed on the event loop:
 # cheaper than a temp file and thread hand-offs, and bounded per request.
@@ -61,6 +65,7 @@ class _Sink:
         self.fd = fd
         self.sha256 = hashlib.sha256()
         self.pieces = PieceHasher(piece_length) if piece_length else None
+        self._tails: dict[Callable[[list[bytes]], None], asyncio.Future[None]] = {}
 
     @classmethod
     def _pool(cls) -> ThreadPoolExecutor:
@@ -88,10 +93,32 @@ class _Sink:
             self.pieces.update(chunk)
 
     def consume(self, chunks: list[bytes]) -> asyncio.Future[list[None]]:
+        """Queue a batch; each of the three jobs runs its batches in order, so several batches can be in
+        flight while the event loop keeps reading. The result completes when this batch is done."""
         loop = asyncio.get_running_loop()
-        pool = self._pool()
         jobs = [self._write, self._hash] + ([self._pieces] if self.pieces is not None else [])
-        return asyncio.gather(*(loop.run_in_executor(pool, job, chunks) for job in jobs))
+        steps = []
+        for job in jobs:
+            step = asyncio.ensure_future(self._after(self._tails.get(job), loop, job, chunks))
+            self._tails[job] = step
+            steps.append(step)
+        return asyncio.gather(*steps)
+
+    async def _after(
+        self,
+        previous: asyncio.Future[None] | None,
+        loop: asyncio.AbstractEventLoop,
+        job: Callable[[list[bytes]], None],
+        chunks: list[bytes],
+    ) -> None:
+        if previous is not None:
+            await previous
+        await loop.run_in_executor(self._pool(), job, chunks)
+
+    async def drain(self) -> None:
+        """Wait for every queued batch (also after a failure: a thread may still hold the fd)."""
+        if self._tails:
+            await asyncio.gather(*self._tails.values(), return_exceptions=True)
 
 
 def _pieces_from_file(path: Path, piece_length: int) -> bytes:
@@ -122,7 +149,7 @@ async def spool(
     fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=staging_dir)
     path = Path(name)
     sink = _Sink(fd, piece_length)
-    pending: asyncio.Future[list[None]] | None = None
+    in_flight: deque[asyncio.Future[list[None]]] = deque()
     total = 0
     head = bytearray()
     batch: list[bytes] = []
@@ -142,15 +169,14 @@ async def spool(
                 batch.append(data)
                 batched += len(data)
             if batch and (batched >= CHUNK_BYTES or not data):
-                if pending is not None:
-                    await pending
-                pending = sink.consume(batch)
+                if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
+                    await in_flight.popleft()
+                in_flight.append(sink.consume(batch))
                 batch, batched = [], 0
             if not data:
                 break
-        if pending is not None:
-            await pending
-            pending = None
+        while in_flight:
+            await in_flight.popleft()
         _check_complete(total, expected_size)
         os.close(fd)
         closed = True
@@ -170,11 +196,8 @@ async def spool(
             head=bytes(head),
         )
     except BaseException:
-        if pending is not None:
-            try:
-                await asyncio.shield(pending)
-            except BaseException:
-                pass
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(sink.drain())
         if not closed:
             os.close(fd)
         path.unlink(missing_ok=True)
