@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Protocol
 
 
+class StorageUnavailable(Exception):
+    """The store cannot be reached or keeps failing after bounded retries; nothing was recorded."""
+
+
+class BlobMissing(Exception):
+    """The blob's bytes are not in the store (e.g. removed behind our back)."""
+
+
 class BlobStorage(Protocol):
     async def exists(self, sha256: str) -> bool: ...
 
@@ -24,7 +32,8 @@ class BlobStorage(Protocol):
         """A path the server can sendfile from, or None when the blob is not on a local disk."""
 
     def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of the blob, in chunks."""
+        """Bytes [start, end) of the blob, in chunks. Raises BlobMissing before the first chunk if the
+        blob is not there."""
         ...
 
     async def aclose(self) -> None: ...
