@@ -1,4 +1,4 @@
-"""The `satellite` command: serve, migrate, dev-pay."""
+"""The `satellite` command: serve, migrate, dev-pay, gc-orphans."""
 
 from __future__ import annotations
 
@@ -67,6 +67,28 @@ def _dev_pay(invoice: str, amount_msat: int | None) -> Callable[[asyncpg.Connect
     return work
 
 
+async def _gc_orphans(settings: Settings, *, grace_seconds: float, dry_run: bool) -> None:
+    from satellite.db.pool import create_pool, embedded_postgres
+    from satellite.orphans import collect_orphans
+    from satellite.storage.factory import open_storage
+
+    async def run(dsn: str) -> None:
+        storage = await open_storage(settings)
+        try:
+            async with await create_pool(dsn, max_size=2) as pool:
+                removed = await collect_orphans(pool, storage, grace_seconds=grace_seconds, dry_run=dry_run)
+        finally:
+            await storage.aclose()
+        verb = "would remove" if dry_run else "removed"
+        print(f"{verb} {len(removed)} orphaned object(s)" + "".join(f"\n  {sha}" for sha in removed))
+
+    if settings.database_url:
+        await run(settings.database_url)
+    else:
+        with embedded_postgres(settings.data_dir) as dsn:
+            await run(dsn)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="satellite", description="Nostr-authenticated, Lightning-paid CDN")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,10 +99,18 @@ def main(argv: list[str] | None = None) -> None:
     pay.add_argument(
         "--amount-msat", type=int, default=None, help="pay this amount instead (to test underpaying)"
     )
+    gc = sub.add_parser("gc-orphans", help="delete stored objects that no blob row refers to")
+    gc.add_argument("--grace-seconds", type=float, default=3600, help="leave younger objects alone")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
     settings = _settings()
     if args.command == "serve":
         _serve(settings)
+    elif args.command == "gc-orphans":
+        from satellite.log import configure_logging
+
+        configure_logging(json_logs=settings.json_logs, level=settings.log_level)
+        asyncio.run(_gc_orphans(settings, grace_seconds=args.grace_seconds, dry_run=args.dry_run))
     else:
         from satellite.log import configure_logging
 

@@ -28,7 +28,7 @@ from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.log import access_log_middleware
 from satellite.nostr.keys import load_or_create_service_key
-from satellite.storage.local import LocalStorage
+from satellite.storage.factory import open_storage
 
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
@@ -60,8 +60,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await migrate(conn)
-        storage = LocalStorage(settings.blob_dir)
-        staging_dir = storage.staging_dir
+        storage = await open_storage(settings)
+        stack.push_async_callback(storage.aclose)
+        staging_dir = settings.blob_dir / "tmp"  # uploads are spooled on local disk whatever the store
         staging_dir.mkdir(parents=True, exist_ok=True)
         removed = await asyncio.to_thread(remove_stale_spools, staging_dir, STALE_SPOOL_SECONDS)
         if removed:

@@ -44,6 +44,11 @@ class LightningBackendName(StrEnum):
     CLN = "cln"
 
 
+class StorageBackendName(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -61,6 +66,20 @@ class Settings(BaseSettings):
     # Empty: DATA_DIR/blobs.
     storage_dir: Path | None = None
     max_upload_bytes: int = Field(5 * 1024**3, ge=1)
+    storage_backend: StorageBackendName = StorageBackendName.LOCAL
+    # S3-compatible object storage (AWS S3, R2, MinIO, Ceph RGW, Garage, B2). Empty credentials: the
+    # standard AWS chain (AWS_* variables, config files, instance roles).
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_addressing_style: str = Field("auto", pattern="^(auto|path|virtual)$")
+    s3_part_size: int = Field(16 * 1024**2, ge=5 * 1024**2)
+    s3_multipart_threshold: int = Field(64 * 1024**2, ge=5 * 1024**2)
+    s3_concurrency: int = Field(4, ge=1, le=64)
+    s3_max_attempts: int = Field(4, ge=1, le=20)
     auth_window_seconds: int = Field(600, ge=1)
     # Hex or nsec. Empty: generated once and kept in DATA_DIR/service.key (mode 0600).
     service_key: str = ""

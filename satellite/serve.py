@@ -24,6 +24,7 @@ from satellite.config import ConfigError, Settings
 from satellite.db.migrate import migrate
 from satellite.db.pool import embedded_postgres
 from satellite.log import configure_logging
+from satellite.storage.base import StorageUnavailable
 
 log = structlog.get_logger("satellite.serve")
 
@@ -40,7 +41,7 @@ def run_worker(settings: Settings, *, reuse_port: bool) -> None:
             reuse_port=reuse_port,
             **HTTP_LIMITS,  # passed through to each connection's request handler
         )
-    except ConfigError as exc:
+    except (ConfigError, StorageUnavailable) as exc:
         sys.exit(f"satellite: {exc}")
 
 

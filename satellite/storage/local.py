@@ -88,5 +88,19 @@ class LocalStorage:
         finally:
             handle.close()
 
+    def _list_sync(self) -> list[tuple[str, float]]:
+        found = []
+        for path in self.root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*"):
+            if len(path.name) == 64 and path.name[:2] == path.parent.parent.name:
+                try:
+                    found.append((path.name, path.stat().st_mtime))
+                except FileNotFoundError:
+                    continue
+        return found
+
+    async def list_blobs(self) -> AsyncIterator[tuple[str, float]]:
+        for item in await asyncio.to_thread(self._list_sync):
+            yield item
+
     async def aclose(self) -> None:
         return None
