@@ -17,6 +17,7 @@ from satellite.errors import ApiError
 from satellite.http_range import ByteRange, RangeNotSatisfiable, none_match, parse_range, range_applies
 from satellite.media_type import is_active
 from satellite.request_state import BYTES_SENT
+from satellite.storage.base import BlobMissing, StorageUnavailable
 from satellite.torrent import TorrentInfo, torrent_bytes
 
 log = structlog.get_logger("satellite.media")
@@ -119,8 +120,9 @@ async def _send(
                 async for chunk in _read(deps, sha256, part):
                     await response.write(chunk)
     else:
+        chunks = await _opened(deps, sha256, part)  # 404/503 now, before any header is sent
         await response.prepare(request)
-        async for chunk in _read(deps, sha256, part):
+        async for chunk in chunks:
             await response.write(chunk)
     request[BYTES_SENT] = part.length
     await response.write_eof()
@@ -139,6 +141,9 @@ async def _send_multipart(
     handle = _open_local(deps, sha256)  # 404 now, before any header is sent, if the bytes are gone
     if handle is not None:
         handle.close()
+    elif not await deps.storage.exists(sha256):
+        log.error("blob row without stored bytes", sha256=sha256)
+        raise ApiError(404, "not found")
     boundary = secrets.token_hex(16)
     part_headers = [
         (
@@ -167,6 +172,33 @@ async def _send_multipart(
 
 def _read(deps: Deps, sha256: str, part: ByteRange) -> AsyncIterator[bytes]:
     return deps.storage.read(sha256, part.start, part.stop)
+
+
+async def _opened(deps: Deps, sha256: str, part: ByteRange) -> AsyncIterator[bytes]:
+    """The range's chunks with the first one already fetched, so a missing or unreachable object is
+    answered 404 or 503 instead of a response cut after its headers."""
+    chunks = _read(deps, sha256, part)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except BlobMissing:
+        log.error("blob row without stored bytes", sha256=sha256)
+        raise ApiError(404, "not found") from None
+    except StorageUnavailable as exc:
+        log.error("storage unavailable", sha256=sha256, error=str(exc))
+        raise ApiError(503, "storage is unavailable: try again shortly") from None
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    return rest()
 
 
 async def _serve_torrent(request: web.Request, deps: Deps, sha256: str) -> web.Response:

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from satellite.storage.base import BlobMissing
+
 READ_CHUNK = 1024 * 1024
 SPOOL_PREFIX = ".upload-"  # temp files; a crash can leave them, and start-up sweeps old ones
 
@@ -75,7 +77,10 @@ class LocalStorage:
         await asyncio.to_thread(self.path_for(sha256).unlink, True)
 
     async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
-        handle = await asyncio.to_thread(open, self.path_for(sha256), "rb")
+        try:
+            handle = await asyncio.to_thread(open, self.path_for(sha256), "rb")
+        except FileNotFoundError:
+            raise BlobMissing(sha256) from None
         try:
             await asyncio.to_thread(handle.seek, start)
             remaining = end - start
