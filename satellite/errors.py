@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from satellite.request_state import ERROR_REASON
+from satellite.storage.base import StorageUnavailable
 
 log = structlog.get_logger("satellite.errors")
 
@@ -55,6 +56,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             reason = "request body is too large"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, reason, headers)
+    except StorageUnavailable as exc:  # after bounded retries; nothing was recorded
+        log.error("storage unavailable", path=request.path, method=request.method, error=str(exc))
+        request[ERROR_REASON] = "storage unavailable"
+        return error_response(503, "storage is unavailable: try again shortly", {"Retry-After": "5"})
     except ConnectionResetError:  # the client went away mid-response: nothing to answer, nothing broken
         request[ERROR_REASON] = "client disconnected"
         raise
