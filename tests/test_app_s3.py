@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 
+import asyncpg
 import pytest
 import s3_helpers
 from nostr_helpers import auth_params
@@ -13,6 +14,7 @@ from s3_helpers import ACCESS_KEY, SECRET_KEY, admin_client, new_bucket
 
 from satellite.config import StorageBackendName
 from satellite.deps import DEPS
+from satellite.orphans import collect_orphans
 
 moto_url = s3_helpers.moto_url
 aws_sandbox = s3_helpers.aws_sandbox
@@ -116,3 +118,15 @@ async def test_s3_failing_on_upload_is_503_with_nothing_recorded(
     fault_proxy.clear()
     again = await client.put("/item", params=auth_params(user, "Authorize Upload"), data=os.urandom(5000))
     assert again.status == 200
+
+
+async def test_orphans_are_collected_from_s3(s3_app, user, moto_url, settings, database_url):
+    client, bucket = s3_app
+    body = os.urandom(4000)
+    assert (await client.put("/item", params=auth_params(user, "Authorize Upload"), data=body)).status == 200
+    orphan = hashlib.sha256(b"left by a crash").hexdigest()
+    admin_client(moto_url).put_object(Bucket=bucket, Key=f"blobs/{orphan}", Body=b"left by a crash")
+    storage = client.server.app[DEPS].storage
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as pool:
+        assert await collect_orphans(pool, storage, grace_seconds=-60) == [orphan]
+    assert stored_keys(moto_url, bucket) == [f"blobs/{hashlib.sha256(body).hexdigest()}"]

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from satellite.storage.base import BlobMissing, StorageUnavailable
@@ -53,7 +53,7 @@ class S3Config:
     part_size: int = 16 * MiB
     multipart_threshold: int = 64 * MiB
     concurrency: int = 4  # parts in flight per upload
-    max_attempts: int = 4  # per request, the first one included
+    max_attempts: int = 4  # tries per request, the first one included (3 retries)
     connect_timeout: float = 5
     read_timeout: float = 60
 
@@ -85,17 +85,14 @@ def _blob_checksum(sha256: str) -> str:
     return _b64(bytes.fromhex(sha256))
 
 
-def _read_part(fd: int, offset: int, length: int) -> tuple[bytes, str]:
-    """One part's bytes and their base64 SHA-256 (runs in a thread; pread keeps threads independent)."""
-    chunks = []
-    remaining = length
-    while remaining > 0:
-        chunk = os.pread(fd, remaining, offset + length - remaining)
-        if not chunk:
-            raise OSError(f"spooled file is shorter than expected at offset {offset + length - remaining}")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+def _read_part(path: Path, offset: int, length: int) -> tuple[bytes, str]:
+    """One part's bytes and their base64 SHA-256 (runs in a thread, with its own file descriptor, so a
+    part abandoned on cancellation never reads from a closed or reused one)."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    if len(data) != length:
+        raise OSError(f"{path} is shorter than expected: {len(data)} of {length} bytes at {offset}")
     return data, _b64(hashlib.sha256(data).digest())
 
 
@@ -202,11 +199,7 @@ class S3Storage:
         )
         upload_id = created["UploadId"]
         try:
-            fd = await asyncio.to_thread(os.open, spooled, os.O_RDONLY)
-            try:
-                parts = await self._upload_parts(key, upload_id, fd, size, part_size, count)
-            finally:
-                os.close(fd)
+            parts = await self._upload_parts(key, upload_id, spooled, size, part_size, count)
             await self._call(
                 "CompleteMultipartUpload",
                 key,
@@ -220,7 +213,7 @@ class S3Storage:
         log.debug("s3 multipart put", key=key, size=size, parts=count, part_size=part_size)
 
     async def _upload_parts(
-        self, key: str, upload_id: str, fd: int, size: int, part_size: int, count: int
+        self, key: str, upload_id: str, spooled: Path, size: int, part_size: int, count: int
     ) -> list[dict[str, Any]]:
         """Upload all parts, `concurrency` at a time; on the first failure cancel the rest and raise it."""
         parts: list[dict[str, Any]] = [{} for _ in range(count)]
@@ -230,7 +223,7 @@ class S3Storage:
             for index in numbers:
                 offset = index * part_size
                 data, checksum = await asyncio.to_thread(
-                    _read_part, fd, offset, min(part_size, size - offset)
+                    _read_part, spooled, offset, min(part_size, size - offset)
                 )
                 response = await self._call(
                     "UploadPart",
@@ -301,6 +294,19 @@ class S3Storage:
         except TRANSPORT_ERRORS as exc:
             raise self._unavailable("DeleteObject", key, exc) from exc
 
+    async def list_blobs(self) -> AsyncIterator[tuple[str, float]]:
+        """Every object under the prefix whose name is a sha256, with its last-modified time."""
+        prefix = self.config.prefix
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(prefix) :]
+                    if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+                        yield name, item["LastModified"].timestamp()
+        except (ClientError, *TRANSPORT_ERRORS) as exc:
+            raise self._unavailable("ListObjectsV2", prefix, exc) from exc
+
     async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) by one ranged GET, streamed. BlobMissing comes before the first chunk."""
         key = self.key_for(sha256)
@@ -347,12 +353,17 @@ def _endpoint_name(config: S3Config) -> str:
     return config.endpoint_url or f"AWS S3 ({config.region})"
 
 
-async def open_s3_storage(config: S3Config) -> S3Storage:
-    """A client for `config`, with the bucket checked. StorageUnavailable names endpoint and bucket."""
+async def open_s3_storage(config: S3Config, *, session: AioSession | None = None) -> S3Storage:
+    """A client for `config`, with the bucket checked. StorageUnavailable names endpoint and bucket.
+
+    `session`: an aiobotocore session to reuse (it caches service models and credentials); by default a
+    new one, which reads the standard AWS chain for credentials that `config` leaves unset."""
     where = f"bucket {config.bucket!r} at {_endpoint_name(config)}"
     botocore_config = AioConfig(
         region_name=config.region,
-        retries={"max_attempts": config.max_attempts, "mode": "standard"},
+        # botocore's "max_attempts" counts retries only; "total_max_attempts" counts the first try too,
+        # as our max_attempts (and AWS_MAX_ATTEMPTS) do.
+        retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         s3={"addressing_style": config.addressing_style},
@@ -363,7 +374,7 @@ async def open_s3_storage(config: S3Config) -> S3Storage:
         response_checksum_validation="when_required",
     )
     try:
-        session = get_session()
+        session = session or get_session()
         client = await session.create_client(
             "s3",
             region_name=config.region,
