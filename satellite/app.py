@@ -85,7 +85,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             staging_dir=staging_dir,
             service_key=service_key,
             auth_rules=AuthRules(window_seconds=settings.auth_window_seconds),
-            links=Links(base_url=settings.base_url, trackers=tuple(settings.tracker_list)),
+            links=Links(
+                base_url=settings.base_url,
+                trackers=tuple(settings.tracker_list),
+                redirect_base=settings.redirect_base,
+            ),
             blob_cache=blob_cache,
             pricing=pricing,
             lightning=lightning,

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     s3_multipart_threshold: int = Field(64 * 1024**2, ge=5 * 1024**2)
     s3_concurrency: int = Field(4, ge=1, le=64)
     s3_max_attempts: int = Field(4, ge=1, le=20)
+    # A public base URL of the bucket (a CDN, R2 public domain, public bucket): blob URLs point there and
+    # GET /<sha256> redirects there. Empty: we stream objects through this server.
+    s3_public_url: str = ""
     auth_window_seconds: int = Field(600, ge=1)
     # Hex or nsec. Empty: generated once and kept in DATA_DIR/service.key (mode 0600).
     service_key: str = ""
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
     cln_tls_cert_file: Path | None = None
     settlement_poll_seconds: float = Field(30.0, gt=0)
 
-    @field_validator("public_url")
+    @field_validator("public_url", "s3_public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -171,6 +174,13 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def redirect_base(self) -> str | None:
+        """Where blob URLs point when objects are served straight from the bucket's public URL."""
+        if self.storage_backend == StorageBackendName.S3 and self.s3_public_url:
+            return f"{self.s3_public_url}/{self.s3_prefix}"
+        return None
 
     @property
     def blob_dir(self) -> Path:

@@ -24,12 +24,12 @@ from satellite.torrent import TorrentInfo
 log = structlog.get_logger("satellite.items")
 
 
-async def _put(storage: BlobStorage, spooled: Spooled) -> None:
+async def _put(storage: BlobStorage, spooled: Spooled, content_type: str) -> None:
     if spooled.data is not None:
-        await storage.put_bytes(spooled.sha256, spooled.data)
+        await storage.put_bytes(spooled.sha256, spooled.data, content_type=content_type)
     else:
         assert spooled.path is not None
-        await storage.put(spooled.sha256, spooled.path)
+        await storage.put(spooled.sha256, spooled.path, content_type=content_type)
 
 
 async def store_upload(
@@ -67,7 +67,7 @@ async def store_upload(
         )
         stored_here = not await storage.exists(blob.sha256)  # else dedup: the bytes are already there
         if stored_here:
-            await _put(storage, spooled)
+            await _put(storage, spooled, blob.type)
         result = await files.commit_upload(
             pool,
             blob,
@@ -83,7 +83,7 @@ async def store_upload(
                 await storage.delete(blob.sha256)
             raise ApiError(403, "this content is blocked on this server")
         if result.blob_created and not await storage.exists(blob.sha256):
-            await _put(storage, spooled)
+            await _put(storage, spooled, blob.type)
     finally:
         spooled.discard()
     assert result.file is not None

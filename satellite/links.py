@@ -13,8 +13,12 @@ from satellite.torrent import magnet_link
 class Links:
     base_url: str
     trackers: tuple[str, ...]
+    # Set when objects are served straight from the bucket: the object URL is this plus the sha256.
+    redirect_base: str | None = None
 
     def blob_url(self, sha256: str, ext: str) -> str:
+        if self.redirect_base is not None:
+            return f"{self.redirect_base}{sha256}"
         return f"{self.base_url}/{sha256}.{ext}"
 
     def torrent_url(self, sha256: str) -> str:

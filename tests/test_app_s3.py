@@ -6,11 +6,13 @@ import hashlib
 import io
 import os
 
+import aiohttp
 import asyncpg
 import pytest
 import s3_helpers
 from nostr_helpers import auth_params
 from s3_helpers import ACCESS_KEY, SECRET_KEY, admin_client, new_bucket
+from test_items_api import png_bytes
 
 from satellite.config import StorageBackendName
 from satellite.deps import DEPS
@@ -130,3 +132,42 @@ async def test_orphans_are_collected_from_s3(s3_app, user, moto_url, settings, d
     async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as pool:
         assert await collect_orphans(pool, storage, grace_seconds=-60) == [orphan]
     assert stored_keys(moto_url, bucket) == [f"blobs/{hashlib.sha256(body).hexdigest()}"]
+
+
+async def test_redirect_mode_points_urls_at_the_bucket_and_redirects(
+    make_client, settings, moto_url, aws_sandbox, user
+):
+    bucket = new_bucket(moto_url)
+    public = f"{moto_url}/{bucket}"  # a public bucket URL, path style
+    client = await make_client(
+        settings.model_copy(
+            update={
+                "storage_backend": StorageBackendName.S3,
+                "s3_bucket": bucket,
+                "s3_endpoint_url": moto_url,
+                "s3_access_key_id": ACCESS_KEY,
+                "s3_secret_access_key": SECRET_KEY,
+                "s3_addressing_style": "path",
+                "s3_prefix": "b/",
+                "s3_public_url": public,
+            }
+        )
+    )
+    body = png_bytes()
+    sha = hashlib.sha256(body).hexdigest()
+    uploaded = await (
+        await client.put("/item", params=auth_params(user, "Authorize Upload"), data=body)
+    ).json()
+    assert uploaded["url"] == f"{public}/b/{sha}"
+    assert ["url", uploaded["url"]] in uploaded["nip94"]
+    resp = await client.get(f"/{sha}.png", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == uploaded["url"]
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    async with aiohttp.ClientSession() as session, session.get(resp.headers["Location"]) as direct:
+        assert direct.status == 200
+        assert await direct.read() == body
+        assert direct.headers["Content-Type"] == "image/png"  # stored with the object
+    assert (await client.get("/" + "0" * 64, allow_redirects=False)).status == 404  # unknown: no redirect
+    torrent = await client.get(f"/{sha}.torrent")
+    assert torrent.status == 200 and uploaded["url"].encode() in await torrent.read()  # web seed

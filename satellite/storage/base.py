@@ -18,12 +18,13 @@ class BlobMissing(Exception):
 class BlobStorage(Protocol):
     async def exists(self, sha256: str) -> bool: ...
 
-    async def put(self, sha256: str, spooled: Path) -> None:
+    async def put(self, sha256: str, spooled: Path, *, content_type: str | None = None) -> None:
         """Make the fully written, verified file at `spooled` the blob `sha256`, durably. The spooled
         file stays where it is (the caller removes it), so the same bytes can be put again."""
 
-    async def put_bytes(self, sha256: str, data: bytes) -> None:
-        """Store a small blob held in memory, durably."""
+    async def put_bytes(self, sha256: str, data: bytes, *, content_type: str | None = None) -> None:
+        """Store a small blob held in memory, durably. `content_type` is kept where the store can serve
+        it (object storage behind a public URL); a local disk ignores it."""
 
     async def delete(self, sha256: str) -> None:
         """Remove the blob; no error if it is already gone."""

@@ -52,7 +52,7 @@ class LocalStorage:
             return  # the same bytes are already there
         _fsync_dir(final.parent)
 
-    async def put(self, sha256: str, spooled: Path) -> None:
+    async def put(self, sha256: str, spooled: Path, *, content_type: str | None = None) -> None:
         await asyncio.to_thread(self._put_sync, sha256, spooled)
 
     def _put_bytes_sync(self, sha256: str, data: bytes) -> None:
@@ -70,7 +70,7 @@ class LocalStorage:
         finally:
             os.unlink(name)
 
-    async def put_bytes(self, sha256: str, data: bytes) -> None:
+    async def put_bytes(self, sha256: str, data: bytes, *, content_type: str | None = None) -> None:
         await asyncio.to_thread(self._put_bytes_sync, sha256, data)
 
     async def delete(self, sha256: str) -> None:
