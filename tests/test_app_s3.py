@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 
 import aiohttp
@@ -139,6 +140,18 @@ async def test_redirect_mode_points_urls_at_the_bucket_and_redirects(
 ):
     bucket = new_bucket(moto_url)
     public = f"{moto_url}/{bucket}"  # a public bucket URL, path style
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    admin_client(moto_url).put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     client = await make_client(
         settings.model_copy(
             update={
