@@ -121,6 +121,18 @@ def test_an_invalid_setting_stops_start_up_naming_it(tmp_path, command, variable
             "EXCHANGE_RATE_PROVIDERS",
         ),
         ({"ENVIRONMENT": "production"}, "LIGHTNING_BACKEND=dev"),
+        ({"STORAGE_BACKEND": "s3"}, "S3_BUCKET"),
+        (
+            {
+                "STORAGE_BACKEND": "s3",
+                "S3_BUCKET": "media",
+                "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+                "S3_ACCESS_KEY_ID": "x",
+                "S3_SECRET_ACCESS_KEY": "y",
+                "S3_MAX_ATTEMPTS": "1",
+            },
+            "http://127.0.0.1:9",
+        ),
     ],
 )
 def test_a_setting_that_cannot_work_stops_start_up_naming_it(tmp_path, changes, named):
