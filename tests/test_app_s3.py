@@ -24,23 +24,33 @@ aws_sandbox = s3_helpers.aws_sandbox
 MiB = 1024 * 1024
 
 
+def on_s3(settings, bucket: str, endpoint: str, **extra):
+    """The test settings with storage in `bucket` at `endpoint` (moto, or the fault proxy before it)."""
+    return settings.model_copy(
+        update={
+            "storage_backend": StorageBackendName.S3,
+            "s3_bucket": bucket,
+            "s3_endpoint_url": endpoint,
+            "s3_access_key_id": ACCESS_KEY,
+            "s3_secret_access_key": SECRET_KEY,
+            "s3_addressing_style": "path",
+            **extra,
+        }
+    )
+
+
 @pytest.fixture
 async def s3_app(make_client, settings, moto_url, aws_sandbox):
     bucket = new_bucket(moto_url)
     client = await make_client(
-        settings.model_copy(
-            update={
-                "storage_backend": StorageBackendName.S3,
-                "s3_bucket": bucket,
-                "s3_endpoint_url": moto_url,
-                "s3_access_key_id": ACCESS_KEY,
-                "s3_secret_access_key": SECRET_KEY,
-                "s3_addressing_style": "path",
-                "s3_prefix": "blobs/",
-                "s3_part_size": 5 * MiB,
-                "s3_multipart_threshold": 5 * MiB,
-                "max_upload_bytes": 32 * MiB,
-            }
+        on_s3(
+            settings,
+            bucket,
+            moto_url,
+            s3_prefix="blobs/",
+            s3_part_size=5 * MiB,
+            s3_multipart_threshold=5 * MiB,
+            max_upload_bytes=32 * MiB,
         )
     )
     return client, bucket
@@ -97,19 +107,7 @@ async def test_s3_failing_on_upload_is_503_with_nothing_recorded(
     make_client, settings, moto_url, fault_proxy, user, db
 ):
     bucket = new_bucket(moto_url)
-    client = await make_client(
-        settings.model_copy(
-            update={
-                "storage_backend": StorageBackendName.S3,
-                "s3_bucket": bucket,
-                "s3_endpoint_url": fault_proxy.url,
-                "s3_access_key_id": ACCESS_KEY,
-                "s3_secret_access_key": SECRET_KEY,
-                "s3_addressing_style": "path",
-                "s3_max_attempts": 2,
-            }
-        )
-    )
+    client = await make_client(on_s3(settings, bucket, fault_proxy.url, s3_max_attempts=2))
     fault_proxy.inject("PutObject", 503)
     resp = await client.put("/item", params=auth_params(user, "Authorize Upload"), data=os.urandom(5000))
     assert resp.status == 503
@@ -152,20 +150,7 @@ async def test_redirect_mode_points_urls_at_the_bucket_and_redirects(
         ],
     }
     admin_client(moto_url).put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
-    client = await make_client(
-        settings.model_copy(
-            update={
-                "storage_backend": StorageBackendName.S3,
-                "s3_bucket": bucket,
-                "s3_endpoint_url": moto_url,
-                "s3_access_key_id": ACCESS_KEY,
-                "s3_secret_access_key": SECRET_KEY,
-                "s3_addressing_style": "path",
-                "s3_prefix": "b/",
-                "s3_public_url": public,
-            }
-        )
-    )
+    client = await make_client(on_s3(settings, bucket, moto_url, s3_prefix="b/", s3_public_url=public))
     body = png_bytes()
     sha = hashlib.sha256(body).hexdigest()
     uploaded = await (
