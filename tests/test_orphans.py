@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 
 import asyncpg
 import pytest
+from billing_helpers import wait_for
 from nostr_helpers import auth_params
 
 from satellite.orphans import collect_orphans
@@ -44,26 +46,23 @@ async def test_only_old_objects_without_a_row_are_removed(client, user, settings
     assert (await client.get(f"/{kept}")).status == 200
 
 
-async def test_an_upload_whose_bytes_were_collected_puts_them_back(client, user, settings, pool):
-    """The race the lock cannot close alone: the bytes are already there (dedup skips the push), GC
-    removes them, then the upload commits. The upload notices and stores them again."""
+async def test_an_upload_whose_bytes_were_collected_puts_them_back(client, user, settings, db):
+    """The race the lock cannot close alone: the bytes are already there (so the upload skips its push),
+    then the collector removes them while the upload waits for the blob's lock. Reproduced for real:
+    this test holds the lock as the collector does, removes the bytes, and lets the upload commit."""
     storage = LocalStorage(settings.blob_dir)
     body = b"a blob that was an orphan a moment ago"
     sha = await put_orphan(storage, body, 7200)
-    real_exists = LocalStorage.exists
+    await db.execute("SELECT pg_advisory_lock(blob_lock_key($1))", sha)
+    upload = asyncio.create_task(client.put("/item", params=auth_params(user, "Authorize Upload"), data=body))
 
-    async def exists_then_collected(self, sha256):
-        found = await real_exists(self, sha256)
-        if found:  # the dedup check saw the orphan; the collector takes it right after
-            await collect_orphans(pool, storage, grace_seconds=3600)
-            LocalStorage.exists = real_exists
-        return found
+    async def upload_waits_for_the_lock():
+        return await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
 
-    LocalStorage.exists = exists_then_collected
-    try:
-        resp = await client.put("/item", params=auth_params(user, "Authorize Upload"), data=body)
-    finally:
-        LocalStorage.exists = real_exists
+    await wait_for(upload_waits_for_the_lock)
+    await storage.delete(sha)  # what the collector does under the lock
+    await db.execute("SELECT pg_advisory_unlock(blob_lock_key($1))", sha)
+    resp = await upload
     assert resp.status == 200
     got = await client.get(f"/{sha}")
     assert got.status == 200 and await got.read() == body
