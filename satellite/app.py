@@ -62,7 +62,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await migrate(conn)
         storage = await open_storage(settings)
         stack.push_async_callback(storage.aclose)
-        staging_dir = settings.blob_dir / "tmp"  # uploads are spooled on local disk whatever the store
+        staging_dir = settings.staging_dir
         staging_dir.mkdir(parents=True, exist_ok=True)
         removed = await asyncio.to_thread(remove_stale_spools, staging_dir, STALE_SPOOL_SECONDS)
         if removed:

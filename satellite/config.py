@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         return self.storage_dir if self.storage_dir is not None else self.data_dir / "blobs"
 
     @property
+    def staging_dir(self) -> Path:
+        """Where uploads are spooled, whatever the store: under the local blob dir, so the final rename
+        of a local blob never crosses filesystems."""
+        return self.blob_dir / "tmp"
+
+    @property
     def tracker_list(self) -> list[str]:
         return [t.strip() for t in self.trackers.split(",") if t.strip()]
 

@@ -95,20 +95,16 @@ async def delete_item(
     *, pool: asyncpg.Pool, storage: BlobStorage, pubkey: str, sha256: str, now: datetime, free_bytes: int
 ) -> None:
     """Remove the caller's file; the blob goes with its last owner. 404 if the caller has no such file."""
-    async with pool.acquire() as conn:
-        await files.lock_blob(conn, sha256)
-        try:
-            async with conn.transaction():
-                size = await files.delete_file(conn, pubkey, sha256)
-                if size is None:
-                    raise ApiError(404, "you have no file with this sha256")
-                await accounts.change_storage(conn, pubkey, now, -size, free_bytes=free_bytes)
-                blob_gone = await files.delete_blob_if_unowned(conn, sha256)
-            if blob_gone:
-                try:
-                    await storage.delete(sha256)
-                except Exception:  # the row is gone; an orphan object is only wasted space
-                    log.exception("could not delete blob from storage", sha256=sha256)
-        finally:
-            await files.unlock_blob(conn, sha256)
+    async with pool.acquire() as conn, files.blob_locked(conn, sha256):
+        async with conn.transaction():
+            size = await files.delete_file(conn, pubkey, sha256)
+            if size is None:
+                raise ApiError(404, "you have no file with this sha256")
+            await accounts.change_storage(conn, pubkey, now, -size, free_bytes=free_bytes)
+            blob_gone = await files.delete_blob_if_unowned(conn, sha256)
+        if blob_gone:
+            try:
+                await storage.delete(sha256)
+            except Exception:  # the row is gone; an orphan object is only wasted space
+                log.exception("could not delete blob from storage", sha256=sha256)
     log.info("deleted", sha256=sha256, blob_removed=blob_gone)

@@ -34,15 +34,11 @@ async def collect_orphans(
     for sha256 in candidates:
         if sha256 in known:
             continue
-        async with pool.acquire() as conn:
-            await files.lock_blob(conn, sha256)
-            try:
-                if await files.get_blob(conn, sha256) is not None:
-                    continue  # committed meanwhile
-                if not dry_run:
-                    await storage.delete(sha256)
-                removed.append(sha256)
-            finally:
-                await files.unlock_blob(conn, sha256)
+        async with pool.acquire() as conn, files.blob_locked(conn, sha256):
+            if await files.get_blob(conn, sha256) is not None:
+                continue  # committed meanwhile
+            if not dry_run:
+                await storage.delete(sha256)
+            removed.append(sha256)
     log.info("orphans collected", removed=len(removed), dry_run=dry_run, checked=len(candidates))
     return removed

@@ -31,7 +31,7 @@ async def put_orphan(storage: LocalStorage, body: bytes, age_seconds: float) -> 
 
 
 async def test_only_old_objects_without_a_row_are_removed(client, user, settings, pool):
-    storage = LocalStorage(settings.blob_dir)
+    storage = LocalStorage(settings.blob_dir, settings.staging_dir)
     resp = await client.put("/item", params=auth_params(user, "Authorize Upload"), data=b"kept, it has a row")
     kept = (await resp.json())["sha256"]
     os.utime(storage.path_for(kept), (time.time() - 7200,) * 2)
@@ -50,7 +50,7 @@ async def test_an_upload_whose_bytes_were_collected_puts_them_back(client, user,
     """The race the lock cannot close alone: the bytes are already there (so the upload skips its push),
     then the collector removes them while the upload waits for the blob's lock. Reproduced for real:
     this test holds the lock as the collector does, removes the bytes, and lets the upload commit."""
-    storage = LocalStorage(settings.blob_dir)
+    storage = LocalStorage(settings.blob_dir, settings.staging_dir)
     body = b"a blob that was an orphan a moment ago"
     sha = await put_orphan(storage, body, 7200)
     await db.execute("SELECT pg_advisory_lock(blob_lock_key($1))", sha)

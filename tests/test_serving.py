@@ -415,7 +415,7 @@ async def test_blocked_sha_is_404(client, db, blob):
 
 async def test_row_without_stored_bytes_is_404_not_a_hang(client, settings, blob):
     sha, _ = blob
-    LocalStorage(settings.blob_dir).path_for(sha).unlink()
+    LocalStorage(settings.blob_dir, settings.staging_dir).path_for(sha).unlink()
     async with asyncio.timeout(10):
         for headers in ({}, {"Range": "bytes=0-9"}, {"Range": "bytes=0-9,100-109"}):
             await assert_json_error(await client.get(f"/{sha}", headers=headers), 404)

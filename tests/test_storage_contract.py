@@ -90,7 +90,7 @@ async def storage(
 ) -> AsyncIterator[BlobStorage]:
     store: BlobStorage
     if request.param == "local":
-        local = LocalStorage(tmp_path / "blobs")
+        local = LocalStorage(tmp_path / "blobs", tmp_path / "blobs" / "tmp")
         local.staging_dir.mkdir(parents=True)
         store = local
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -84,14 +86,15 @@ async def is_blocked(db: Executor, sha256: str) -> bool:
     )
 
 
-async def lock_blob(conn: Connection, sha256: str) -> None:
-    """Session-level lock, held across a commit and the storage delete that follows it. The same lock
-    `commit_upload` takes for its transaction."""
+@contextlib.asynccontextmanager
+async def blob_locked(conn: Connection, sha256: str) -> AsyncIterator[None]:
+    """The blob's session-level lock, held across a commit and the storage call that follows it: the
+    same lock `commit_upload` takes for its transaction."""
     await conn.execute("SELECT pg_advisory_lock(blob_lock_key($1))", sha256)
-
-
-async def unlock_blob(conn: Connection, sha256: str) -> None:
-    await conn.execute("SELECT pg_advisory_unlock(blob_lock_key($1))", sha256)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(blob_lock_key($1))", sha256)
 
 
 @dataclass(frozen=True, slots=True)

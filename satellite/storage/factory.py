@@ -9,7 +9,7 @@ from satellite.storage.local import LocalStorage
 
 async def open_storage(settings: Settings) -> BlobStorage:
     if settings.storage_backend == StorageBackendName.LOCAL:
-        return LocalStorage(settings.blob_dir)
+        return LocalStorage(settings.blob_dir, settings.staging_dir)
     if not settings.s3_bucket:
         raise ConfigError("S3_BUCKET must be set for STORAGE_BACKEND=s3")
     from satellite.storage.s3 import S3Config, open_s3_storage

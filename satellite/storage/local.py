@@ -23,10 +23,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalStorage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, staging_dir: Path) -> None:
         self.root = root
-        # Temp files live under the root so the final rename never crosses filesystems.
-        self.staging_dir = root / "tmp"
+        self.staging_dir = staging_dir  # on the same filesystem, so the final link never crosses one
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[0:2] / sha256[2:4] / sha256
