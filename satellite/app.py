@@ -6,42 +6,47 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from satellite.api import account, billing, items, media, service
+from satellite.api.errors import error_middleware
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
 from satellite.billing.pricing import build_pricing
+from satellite.billing.purchase import Shop
 from satellite.billing.watcher import SettlementWatcher
 from satellite.blob_cache import BlobCache, follow_changes
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db import auth_events
 from satellite.db.migrate import migrate
-from satellite.db.pool import create_pool, embedded_postgres, wait_for_database
-from satellite.deps import CLOCK, DEPS, SETTINGS, Clock, Deps
-from satellite.errors import error_middleware
-from satellite.ingest import remove_stale_spools
+from satellite.db.pool import TRANSIENT_ERRORS, create_pool, embedded_postgres, wait_for_database
+from satellite.deps import CLOCK, DEPS, SETTINGS, SUPERVISOR, Clock, Deps
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.log import access_log_middleware
 from satellite.nostr.keys import load_or_create_service_key
+from satellite.staging import sweep_spools
 from satellite.storage.factory import open_storage
+from satellite.supervisor import Supervisor
 
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
 WATCHER = web.AppKey("watcher", SettlementWatcher)
-STALE_SPOOL_SECONDS = 6 * 3600
 # The auth event travels in the query string: a request line must fit the largest event we accept,
 # percent-encoded (up to 9 characters per character for non-ASCII text).
 # read_bufsize: how much request body a connection buffers before reading pauses; the default 64 KiB
 # makes a large upload stop and restart the socket's reading every few hundred KiB.
+# auto_decompress: never inflate a request body; limits apply to the bytes stored, and an encoded upload
+# is refused (ingest.announce).
 HTTP_LIMITS = {
     "max_line_size": 9 * MAX_AUTH_CHARS + 4096,
     "max_field_size": 16 * 1024,
     "read_bufsize": 1 << 20,
+    "auto_decompress": False,
 }
 PRUNE_EVERY_SECONDS = 60
 
@@ -56,7 +61,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             stack.push_async_callback(asyncio.to_thread, cm.__exit__, None, None, None)
             log.info("embedded postgresql started", data=str(settings.data_dir / "postgres"))
         await wait_for_database(dsn)
-        pool = await create_pool(dsn, max_size=settings.database_pool_size)
+        pool = await create_pool(
+            dsn,
+            max_size=settings.database_pool_size,
+            acquire_timeout=settings.database_acquire_timeout_seconds,
+        )
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -64,9 +73,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(storage.aclose)
         staging_dir = settings.staging_dir
         staging_dir.mkdir(parents=True, exist_ok=True)
-        removed = await asyncio.to_thread(remove_stale_spools, staging_dir, STALE_SPOOL_SECONDS)
+        removed = await asyncio.to_thread(sweep_spools, staging_dir)
         if removed:
-            log.info("removed unfinished uploads left by an earlier run", count=removed)
+            log.info("removed unfinished uploads left by dead processes", count=removed)
         service_key = await asyncio.to_thread(
             load_or_create_service_key, settings.service_key, settings.data_dir / "service.key"
         )
@@ -78,6 +87,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lightning = build_backend(settings, session, pool)
         stack.push_async_callback(lightning.aclose)
         blob_cache = BlobCache()
+        shop = Shop(
+            pool=pool,
+            pricing=pricing,
+            lightning=lightning,
+            service_key=service_key,
+            offer_ttl_seconds=settings.offer_ttl_seconds,
+            relays=settings.relay_list,
+            node_timeout_seconds=settings.lightning_timeout_seconds,
+        )
         app[DEPS] = Deps(
             settings=settings,
             pool=pool,
@@ -92,7 +110,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             ),
             blob_cache=blob_cache,
             pricing=pricing,
-            lightning=lightning,
+            policy=settings.account_policy,
+            shop=shop,
             clock=app[CLOCK],
         )
         watcher = SettlementWatcher(
@@ -105,20 +124,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             clock=app[CLOCK],
         )
         app[WATCHER] = watcher
-        background = [
-            asyncio.create_task(_prune_auth_events(app[DEPS])),
-            asyncio.create_task(watcher.run()),
-            asyncio.create_task(follow_changes(dsn, blob_cache)),
-        ]
+        supervisor = app[SUPERVISOR]
+        supervisor.start("settlement watcher", watcher.run)
+        supervisor.start("blob cache follower", lambda: follow_changes(dsn, blob_cache))
+        supervisor.start("auth event pruning", lambda: _prune_auth_events(app[DEPS]))
+        supervisor.start("spool sweeping", lambda: _sweep_spools(staging_dir, settings.spool_sweep_seconds))
         log.info("ready", url=settings.base_url, pubkey=service_key.pubkey, storage=str(settings.blob_dir))
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await supervisor.stop()
 
 
 async def _prune_auth_events(deps: Deps) -> None:
@@ -126,18 +141,29 @@ async def _prune_auth_events(deps: Deps) -> None:
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
         try:
             await auth_events.prune(deps.pool, deps.now())
-        except Exception:
-            log.exception("pruning used auth events failed")
+        except TRANSIENT_ERRORS as exc:
+            log.warning("pruning used auth events failed", error=str(exc))
+
+
+async def _sweep_spools(staging_dir: Path, every_seconds: float) -> None:
+    """Spools left by processes that died while this one runs (a killed sibling worker)."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        removed = await asyncio.to_thread(sweep_spools, staging_dir)
+        if removed:
+            log.info("removed unfinished uploads left by dead processes", count=removed)
 
 
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
     app = web.Application(middlewares=[access_log_middleware, preflight_middleware, error_middleware])
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[SUPERVISOR] = Supervisor()
     app.cleanup_ctx.append(_resources)
     app.on_response_prepare.append(add_common_headers)
     app.router.add_get("/", service.info)
     app.router.add_get("/health", service.health)
+    app.router.add_get("/readyz", service.ready)
     for prefix in API_PREFIXES:
         app.router.add_put(f"{prefix}/item", items.put_item)
         app.router.add_delete(f"{prefix}/item", items.delete_item)

@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from satellite.db.files import ServedBlob
+from satellite.db.pool import TRANSIENT_ERRORS
 
 log = structlog.get_logger("satellite.blob_cache")
 CHANNEL = "blob_changed"
@@ -67,7 +68,7 @@ async def follow_changes(dsn: str, cache: BlobCache) -> None:
         closed = asyncio.Event()
         try:
             conn = await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("blob cache cannot listen; serving from the database", error=str(exc))
             await asyncio.sleep(RECONNECT_SECONDS)
             continue

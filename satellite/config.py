@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from satellite.billing.policy import AccountPolicy
+
 DEFAULT_TRACKERS = (
     "udp://tracker.opentrackr.org:1337/announce,"
     "udp://open.demonii.com:1337/announce,"
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     # Empty: an embedded PostgreSQL server is started under DATA_DIR/postgres.
     database_url: str = ""
     database_pool_size: int = Field(10, ge=1, le=200)
+    # How long a request waits for a free database connection before it is answered 503.
+    database_acquire_timeout_seconds: float = Field(5.0, gt=0)
     # Empty: DATA_DIR/blobs.
     storage_dir: Path | None = None
     max_upload_bytes: int = Field(5 * 1024**3, ge=1)
@@ -105,6 +109,9 @@ class Settings(BaseSettings):
     max_gb_months: int = Field(120, ge=1)
     offer_ttl_seconds: int = Field(900, ge=60)
     free_storage_bytes: int = Field(0, ge=0)
+    # Above the free allowance, an upload must leave this much prepaid time for storing everything the
+    # account then holds (so a little credit cannot admit a file of any size).
+    min_prepaid_seconds: int = Field(86_400, ge=1)
     # Relays named in the kind 9734 payment template (NIP-57 requires at least one).
     relays: str = "wss://relay.damus.io,wss://nos.lol"
     lnurl_name: str = "storage"
@@ -126,6 +133,12 @@ class Settings(BaseSettings):
     cln_rune_file: Path | None = None
     cln_tls_cert_file: Path | None = None
     settlement_poll_seconds: float = Field(30.0, gt=0)
+    # The longest an LNURL callback waits for the node to create an invoice before answering 503.
+    lightning_timeout_seconds: float = Field(10.0, gt=0)
+
+    # --- housekeeping ---
+    # How often spool files left by dead processes (uploads cut off by a crash) are removed.
+    spool_sweep_seconds: float = Field(300.0, gt=0)
 
     @field_validator("public_url", "s3_public_url")
     @classmethod
@@ -170,6 +183,10 @@ class Settings(BaseSettings):
         if value.lower() not in {"debug", "info", "warning", "error"}:
             raise ValueError("LOG_LEVEL must be debug, info, warning or error")
         return value.lower()
+
+    @property
+    def account_policy(self) -> AccountPolicy:
+        return AccountPolicy(free_bytes=self.free_storage_bytes, min_prepaid_seconds=self.min_prepaid_seconds)
 
     @property
     def base_url(self) -> str:

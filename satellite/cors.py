@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from satellite.errors import Handler
 from satellite.log import REQUEST_ID_HEADER
-from satellite.request_state import REQUEST_ID
+from satellite.request_state import REQUEST_ID, Handler
 
 ALLOW_METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 # `*` does not cover Authorization, so it is named along with the rest.

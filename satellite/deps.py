@@ -12,13 +12,15 @@ import asyncpg
 from aiohttp import web
 
 from satellite.auth import AuthRules
+from satellite.billing.policy import AccountPolicy
 from satellite.billing.pricing import Pricing
+from satellite.billing.purchase import Shop
 from satellite.blob_cache import BlobCache
 from satellite.config import Settings
-from satellite.lightning.base import LightningBackend
 from satellite.links import Links
 from satellite.nostr.keys import SecretKey
 from satellite.storage.base import BlobStorage
+from satellite.supervisor import Supervisor
 
 Clock = Callable[[], float]
 
@@ -34,7 +36,8 @@ class Deps:
     links: Links
     blob_cache: BlobCache
     pricing: Pricing
-    lightning: LightningBackend
+    policy: AccountPolicy
+    shop: Shop
     clock: Clock = time.time
 
     def now(self) -> datetime:
@@ -44,3 +47,4 @@ class Deps:
 DEPS = web.AppKey("deps", Deps)
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

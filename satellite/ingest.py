@@ -1,7 +1,15 @@
-"""Streaming ingest: body -> temp file, with sha256, torrent piece hashes and the size limit, in one pass.
+"""Streaming ingest: body -> spool file, with sha256, torrent piece hashes and the size limit, in one pass.
 
-Nothing is held in memory beyond two read buffers. Hashing and writing run in a worker thread (hashlib
-releases the GIL) while the event loop reads the next chunk. Any failure removes the temp file.
+What a request announces (Content-Length, Content-Encoding, the `size` tag) is checked before any byte
+is read (`announce`), and every limit is enforced again on the bytes actually read. Bodies must come
+raw: the HTTP layer never inflates a body, and an encoded one is refused, so every limit applies to
+the bytes stored.
+
+Memory: a body announced at INLINE_MAX_BYTES or less is held whole (that many bytes at most); a larger
+one is written to its spool as it arrives, with at most MAX_BATCHES_IN_FLIGHT batches of CHUNK_BYTES
+plus one read of READ_BYTES in memory (5 MiB), on top of the connection's 1 MiB read buffer. Writing and
+hashing run in worker threads (hashlib releases the GIL) while the event loop reads the next chunk.
+Any failure removes the spool.
 """
 
 from __future__ import annotations
@@ -10,10 +18,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import tempfile
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +28,9 @@ from typing import ClassVar
 from aiohttp import ClientPayloadError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 
-from satellite.errors import ApiError
+from satellite.errors import EncodedBody, InvalidUpload, TooLarge
 from satellite.media_type import SNIFF_BYTES
-from satellite.storage.local import SPOOL_PREFIX
+from satellite.staging import create_spool, remove_spool
 from satellite.torrent import PieceHasher, piece_length_for
 
 CHUNK_BYTES = 1024 * 1024
@@ -36,11 +42,46 @@ INLINE_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class Announced:
+    """What a request says of its body before any of it is read, already checked against the limits."""
+
+    content_length: int | None
+    declared_size: int | None  # the auth event's `size` tag
+    max_bytes: int
+
+    @property
+    def size(self) -> int | None:
+        return self.content_length if self.content_length is not None else self.declared_size
+
+
+def announce(
+    *, content_length: int | None, content_encoding: str | None, declared_size: int | None, max_bytes: int
+) -> Announced:
+    """Refuse, before reading, a body that is encoded, contradicts its size tag, is over the limit or
+    empty."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    if any(coding != "identity" for coding in codings):
+        raise EncodedBody(
+            "Content-Encoding is not accepted on uploads: send the raw file (limits and hashes apply to"
+            " the bytes stored)"
+        )
+    if declared_size is not None and content_length is not None and declared_size != content_length:
+        raise InvalidUpload(f"size tag ({declared_size}) does not match Content-Length ({content_length})")
+    announced = Announced(content_length, declared_size, max_bytes)
+    if announced.size is not None and announced.size > max_bytes:
+        raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+    if announced.size == 0:
+        raise InvalidUpload("empty body: the request body must contain the file")
+    return announced
+
+
+@dataclass(frozen=True, slots=True)
 class Spooled:
-    """A complete upload, with everything computed from its bytes: in a temp file (`path`), or for
-    small bodies in memory (`data`)."""
+    """A complete upload, with everything computed from its bytes: in a spool file (`path`, held open
+    and locked as `fd` until discarded), or for small bodies in memory (`data`)."""
 
     path: Path | None
+    fd: int | None
     data: bytes | None
     size: int
     sha256: str
@@ -49,9 +90,9 @@ class Spooled:
     head: bytes
 
     def discard(self) -> None:
-        """Remove the temp file, if any (after the blob is stored, or on failure)."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        """Remove the spool file, if any (after the blob is stored, or on failure)."""
+        if self.path is not None and self.fd is not None:
+            remove_spool(self.fd, self.path)
 
 
 class _Sink:
@@ -129,65 +170,47 @@ def _pieces_from_file(path: Path, piece_length: int) -> bytes:
     return hasher.finish()
 
 
-async def spool(
-    stream: StreamReader,
-    *,
-    staging_dir: Path,
-    max_bytes: int,
-    content_length: int | None,
-    expected_size: int | None,
-) -> Spooled:
-    """Read the whole body into a temp file in `staging_dir`.
+async def spool(stream: StreamReader, announced: Announced, *, staging_dir: Path) -> Spooled:
+    """Read the whole body, into memory when it is announced small, else into a spool in `staging_dir`.
 
-    `expected_size` (the auth event's `size` tag) must equal the byte count; `max_bytes` is enforced
-    while reading, so a chunked body without Content-Length cannot exceed it either.
-    """
-    if content_length is not None and content_length <= INLINE_MAX_BYTES:
-        return await _read_small(stream, expected_size=expected_size)
-    known_size = content_length if content_length is not None else expected_size
-    piece_length = piece_length_for(known_size) if known_size else None
-    fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=staging_dir)
-    path = Path(name)
+    The limits are enforced on the bytes read: `max_bytes` for any body (chunked ones too), and the
+    `size` tag, which must equal the byte count."""
+    if announced.content_length is not None and announced.content_length <= INLINE_MAX_BYTES:
+        return await _read_small(stream, announced)
+    piece_length = piece_length_for(announced.size) if announced.size else None
+    fd, path = await asyncio.to_thread(create_spool, staging_dir)
     sink = _Sink(fd, piece_length)
     in_flight: deque[asyncio.Future[list[None]]] = deque()
     total = 0
     head = bytearray()
     batch: list[bytes] = []
     batched = 0
-    closed = False
     try:
-        while True:
-            data = await _read(stream)
-            if data:
-                total += len(data)
-                if total > max_bytes:
-                    raise ApiError(413, f"upload exceeds the limit of {max_bytes} bytes")
-                if expected_size is not None and total > expected_size:
-                    raise ApiError(400, f"body is larger than the size tag ({expected_size} bytes)")
-                if len(head) < SNIFF_BYTES:
-                    head += data[: SNIFF_BYTES - len(head)]
-                batch.append(data)
-                batched += len(data)
-            if batch and (batched >= CHUNK_BYTES or not data):
+        async for data in _chunks(stream, announced):
+            total += len(data)
+            if len(head) < SNIFF_BYTES:
+                head += data[: SNIFF_BYTES - len(head)]
+            batch.append(data)
+            batched += len(data)
+            if batched >= CHUNK_BYTES:
                 if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await in_flight.popleft()
                 in_flight.append(sink.consume(batch))
                 batch, batched = [], 0
-            if not data:
-                break
+        if batch:
+            in_flight.append(sink.consume(batch))
         while in_flight:
             await in_flight.popleft()
-        _check_complete(total, expected_size)
-        os.close(fd)
-        closed = True
+        _check_complete(total, announced)
         if sink.pieces is not None and piece_length == piece_length_for(total):
             assert piece_length is not None
             pieces = sink.pieces.finish()
-        else:  # size was not known up front: a second pass over the temp file
+        else:  # size was not known up front: a second pass over the spool
             piece_length = piece_length_for(total)
             pieces = await asyncio.to_thread(_pieces_from_file, path, piece_length)
         return Spooled(
             path=path,
+            fd=fd,
             data=None,
             size=total,
             sha256=sink.sha256.hexdigest(),
@@ -198,38 +221,50 @@ async def spool(
     except BaseException:
         with contextlib.suppress(BaseException):
             await asyncio.shield(sink.drain())
-        if not closed:
-            os.close(fd)
-        path.unlink(missing_ok=True)
+        remove_spool(fd, path)
         raise
 
 
-async def _read(stream: StreamReader) -> bytes:
-    try:
-        return await stream.read(READ_BYTES)
-    except (ClientPayloadError, HttpProcessingError, ConnectionError, asyncio.IncompleteReadError) as exc:
-        raise ApiError(400, f"upload interrupted: {exc}") from exc
+async def _chunks(stream: StreamReader, announced: Announced) -> AsyncIterator[bytes]:
+    """The body as it arrives: never more than Content-Length, the limit or the size tag allows."""
+    total = 0
+    while True:
+        try:
+            data = await stream.read(READ_BYTES)
+        except (ClientPayloadError, HttpProcessingError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise InvalidUpload(f"upload interrupted: {exc}") from exc
+        if not data:
+            return
+        total += len(data)
+        if announced.content_length is not None and total > announced.content_length:
+            raise InvalidUpload(f"body is longer than its Content-Length ({announced.content_length})")
+        if total > announced.max_bytes:
+            raise TooLarge(f"upload exceeds the limit of {announced.max_bytes} bytes")
+        if announced.declared_size is not None and total > announced.declared_size:
+            raise InvalidUpload(f"body is larger than the size tag ({announced.declared_size} bytes)")
+        yield data
 
 
-def _check_complete(total: int, expected_size: int | None) -> None:
+def _check_complete(total: int, announced: Announced) -> None:
     if total == 0:
-        raise ApiError(400, "empty body: the request body must contain the file")
-    if expected_size is not None and total != expected_size:
-        raise ApiError(400, f"body is {total} bytes but the size tag says {expected_size}")
+        raise InvalidUpload("empty body: the request body must contain the file")
+    if announced.declared_size is not None and total != announced.declared_size:
+        raise InvalidUpload(f"body is {total} bytes but the size tag says {announced.declared_size}")
 
 
-async def _read_small(stream: StreamReader, *, expected_size: int | None) -> Spooled:
-    """A body whose Content-Length is at most INLINE_MAX_BYTES (aiohttp stops reading there)."""
+async def _read_small(stream: StreamReader, announced: Announced) -> Spooled:
+    """A body whose Content-Length is at most INLINE_MAX_BYTES, read whole."""
     body = bytearray()
-    while data := await _read(stream):
+    async for data in _chunks(stream, announced):
         body += data
-    _check_complete(len(body), expected_size)
+    _check_complete(len(body), announced)
     data = bytes(body)
     piece_length = piece_length_for(len(data))
     pieces = PieceHasher(piece_length)
     pieces.update(data)
     return Spooled(
         path=None,
+        fd=None,
         data=data,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
@@ -237,17 +272,3 @@ async def _read_small(stream: StreamReader, *, expected_size: int | None) -> Spo
         pieces=pieces.finish(),
         head=data[:SNIFF_BYTES],
     )
-
-
-def remove_stale_spools(staging_dir: Path, older_than_s: float) -> int:
-    """Delete temp files left by a crash (never ones an upload in progress could still own)."""
-    removed = 0
-    cutoff = time.time() - older_than_s
-    for entry in staging_dir.glob(SPOOL_PREFIX + "*"):
-        try:
-            if entry.stat().st_mtime < cutoff:
-                entry.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed

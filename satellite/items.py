@@ -1,8 +1,9 @@
-"""Stored items: commit a spooled upload (dedup, ownership, storage total), delete, list.
+"""Stored items: commit a spooled upload (room check, dedup, ownership, storage total), delete.
 
 Ordering: a blob is in storage before its row commits; a blob leaves storage only after its last owner's
 row is gone. Both sides take the blob's advisory lock, so an upload can never adopt a blob that a
-concurrent delete is about to remove.
+concurrent delete is about to remove. An upload refused at its commit (no room, or blocked) takes back
+the bytes it stored under the same lock, and only if no blob row claims them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, files
 from satellite.db.files import BlobRow, FileRow
-from satellite.errors import ApiError
+from satellite.errors import ContentBlocked, NotOwned
 from satellite.ingest import Spooled
 from satellite.media_type import detect
 from satellite.storage.base import BlobStorage
@@ -41,7 +43,7 @@ async def store_upload(
     name: str | None,
     label: str | None,
     now: datetime,
-    free_bytes: int,
+    policy: AccountPolicy,
 ) -> FileRow:
     """Bytes into storage first, then one database call under the blob's lock.
 
@@ -76,12 +78,15 @@ async def store_upload(
             default_name=info.name,
             label=label,
             now=now,
-            free_bytes=free_bytes,
+            free_bytes=policy.free_bytes,
+            min_prepaid_seconds=policy.min_prepaid_seconds,
         )
-        if result.blocked:
+        if result.blocked or result.shortfall is not None:
             if stored_here:
-                await storage.delete(blob.sha256)
-            raise ApiError(403, "this content is blocked on this server")
+                await _take_back(pool, storage, blob.sha256)
+            if result.shortfall is not None:
+                raise policy.refusal(result.shortfall)
+            raise ContentBlocked("this content is blocked on this server")
         if result.blob_created and not await storage.exists(blob.sha256):
             await _put(storage, spooled, blob.type)
     finally:
@@ -91,16 +96,29 @@ async def store_upload(
     return result.file
 
 
+async def _take_back(pool: asyncpg.Pool, storage: BlobStorage, sha256: str) -> None:
+    """Remove bytes this upload stored but could not commit, unless another upload committed them."""
+    async with pool.acquire() as conn, files.blob_locked(conn, sha256):
+        if await files.get_blob(conn, sha256) is None:
+            await storage.delete(sha256)
+
+
 async def delete_item(
-    *, pool: asyncpg.Pool, storage: BlobStorage, pubkey: str, sha256: str, now: datetime, free_bytes: int
+    *,
+    pool: asyncpg.Pool,
+    storage: BlobStorage,
+    pubkey: str,
+    sha256: str,
+    now: datetime,
+    policy: AccountPolicy,
 ) -> None:
     """Remove the caller's file; the blob goes with its last owner. 404 if the caller has no such file."""
     async with pool.acquire() as conn, files.blob_locked(conn, sha256):
         async with conn.transaction():
             size = await files.delete_file(conn, pubkey, sha256)
             if size is None:
-                raise ApiError(404, "you have no file with this sha256")
-            await accounts.change_storage(conn, pubkey, now, -size, free_bytes=free_bytes)
+                raise NotOwned("you have no file with this sha256")
+            await accounts.change_storage(conn, pubkey, now, -size, free_bytes=policy.free_bytes)
             blob_gone = await files.delete_blob_if_unowned(conn, sha256)
         if blob_gone:
             try:

@@ -12,8 +12,7 @@ import uuid
 import structlog
 from aiohttp import web
 
-from satellite.errors import Handler
-from satellite.request_state import BYTES_RECEIVED, BYTES_SENT, ERROR_REASON, REQUEST_ID
+from satellite.request_state import BYTES_RECEIVED, BYTES_SENT, ERROR_REASON, REQUEST_ID, Handler
 
 access_log = structlog.get_logger("satellite.access")
 REQUEST_ID_HEADER = "X-Request-Id"

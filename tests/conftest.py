@@ -34,13 +34,18 @@ TABLES = (
 
 
 class FakeClock:
-    """Wall-clock time that tests can move forward."""
+    """Wall-clock time that tests can move forward, or stop."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.stopped_at: float | None = None
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return (time.time() if self.stopped_at is None else self.stopped_at) + self.offset
+
+    def freeze(self) -> None:
+        """From now on time moves only by `advance` (for tests of exact amounts)."""
+        self.stopped_at = time.time()
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds

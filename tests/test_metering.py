@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from satellite.billing import balance, metering
 from satellite.billing.metering import Balance
+from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts
 
 BIGINT_MAX = 2**63 - 1  # storage_bytes and the free allowance are PostgreSQL bigints
@@ -202,23 +203,6 @@ def test_seconds_remaining(credit: Decimal, usage: Decimal, storage: int, free: 
     assert billable * seconds * 1_000_000 <= left_micros < billable * (seconds + 1) * 1_000_000
 
 
-@given(exact_amounts, byte_counts(BIGINT_MAX), byte_counts(BIGINT_MAX), byte_counts(BIGINT_MAX))
-def test_may_store_without_credit(used: Decimal, storage: int, free: int, extra: int) -> None:
-    # No credit left: spent exactly, overspent, or never bought.
-    for credit in (used, Decimal(0)):
-        balance = Balance(credit, used, storage, free)
-        assert balance.may_store(extra) == (storage + extra <= free)
-
-
-@given(exact_amounts, exact_amounts, byte_counts(BIGINT_MAX), byte_counts(BIGINT_MAX), byte_counts(10**12))
-def test_may_store(credit: Decimal, usage: Decimal, storage: int, free: int, extra: int) -> None:
-    balance = Balance(credit, usage, storage, free)
-    expected = storage + extra <= free or to_micro_units(credit) > to_micro_units(usage)
-    assert balance.may_store(extra) == expected
-    if storage + extra <= free:
-        assert Balance(Decimal(0), usage, storage, free).may_store(extra)
-
-
 @given(st.integers(0, 10**20))
 def test_credit_units(n: int) -> None:
     assert metering.credit_for(n) == n * 10**9 * 2_592_000
@@ -298,8 +282,9 @@ async def test_sql_meter_agrees_with_python(db, example) -> None:
     assert usage == closed_form(h)
     # The balance computed in Python from the stored row equals the one the SQL settles and stores.
     expected = Balance(Decimal(credit), usage, stored, free)
-    assert await balance.current_balance(db, PUBKEY, h.end, free_bytes=free) == expected
-    assert await balance.settled_balance(db, PUBKEY, h.end, free_bytes=free) == expected
+    policy = AccountPolicy(free_bytes=free)
+    assert await balance.current_balance(db, PUBKEY, h.end, policy) == expected
+    assert await balance.settled_balance(db, PUBKEY, h.end, policy) == expected
     for pubkey in (PUBKEY, PUBKEY_READ_OFTEN):
         row = await accounts.advance(db, pubkey, h.end, free_bytes=free)
         assert row is not None

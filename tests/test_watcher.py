@@ -67,10 +67,17 @@ async def open_invoice(pool, dev_node, service_key, buyer: SecretKey, *, gb_mont
     invoice = await dev_node.create_invoice(
         amount_msat=amount_msat, unhashed_description=raw.encode(), expiry_s=600
     )
-    async with pool.acquire() as conn:
-        await offers.mark_invoiced(
-            conn, offer.id, payment=raw, bolt11=invoice.bolt11, payment_hash=invoice.payment_hash, now=now
-        )
+    claimed_at = await offers.claim_for_invoicing(pool, offer.id, now=now, stale_before=now)
+    assert claimed_at is not None
+    assert await offers.mark_invoiced(
+        pool,
+        offer.id,
+        claimed_at=claimed_at,
+        payment=raw,
+        bolt11=invoice.bolt11,
+        payment_hash=invoice.payment_hash,
+        now=now,
+    )
     return offer, invoice
 
 

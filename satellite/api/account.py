@@ -16,7 +16,7 @@ async def get_account(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     event = await authorize(request, Action.ACCOUNT)
     now = deps.now()
-    balance = await settled_balance(deps.pool, event.pubkey, now, free_bytes=deps.settings.free_storage_bytes)
+    balance = await settled_balance(deps.pool, event.pubkey, now, deps.policy)
     file_rows = await files.list_files(deps.pool, event.pubkey)
     transactions = await offers.transactions(deps.pool, event.pubkey)
     remaining = balance.seconds_remaining

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from satellite.api.errors import ApiError
 from satellite.auth import Action, AuthError, check_auth_event, claim_expires_at
 from satellite.db import auth_events
 from satellite.deps import DEPS
-from satellite.errors import ApiError
 from satellite.nostr.event import Event, is_hex
 from satellite.request_state import PUBKEY
 

@@ -1,27 +1,19 @@
 """Buying storage: GET /account/credit (offer), the LNURL-pay callback (invoice), the LNURL-pay
-endpoint, and the dev node's pay route."""
+endpoint, and the dev node's pay route. The decisions are in `satellite.billing.purchase`."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
-import structlog
 from aiohttp import web
 
 from satellite.api.auth_param import authorize
+from satellite.api.errors import ApiError
 from satellite.auth import Action
-from satellite.billing import offers as offer_events
-from satellite.billing.pricing import RateUnavailable
-from satellite.billing.settle import invoice_matches
-from satellite.db import offers
 from satellite.deps import DEPS, Deps
-from satellite.errors import ApiError, reason_header
-from satellite.lightning.base import BackendUnavailable, InvoiceRejected
+from satellite.request_state import LNURL_ERRORS
 
-log = structlog.get_logger("satellite.billing")
 CALLBACK_PATH = "/lnurl/callback"
-MIN_INVOICE_EXPIRY_SECONDS = 60
 
 
 def callback_url(deps: Deps) -> str:
@@ -44,107 +36,27 @@ async def request_credit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     event = await authorize(request, Action.REQUEST_STORAGE)
     gb_months = _gb_months(event.first_tag("gb_months"), deps.settings.max_gb_months)
-    try:
-        quote = await deps.pricing.quote(gb_months)
-    except RateUnavailable as exc:
-        raise ApiError(503, "no exchange rate available right now: try again shortly") from exc
-    now = int(deps.clock())
-    expires_at = now + deps.settings.offer_ttl_seconds
-    offer = offer_events.make_offer(
-        deps.service_key,
-        buyer=event.pubkey,
-        gb_months=gb_months,
-        amount_msat=quote.amount_msat,
-        created_at=now,
-        expires_at=expires_at,
-    )
-    await offers.insert(
-        deps.pool,
-        offer_id=offer.id,
-        pubkey=event.pubkey,
-        gb_months=gb_months,
-        amount_msat=quote.amount_msat,
-        offer=offer.to_dict(),
-        expires_at=datetime.fromtimestamp(expires_at, UTC),
-        now=deps.now(),
-    )
-    payment = offer_events.payment_template(
-        offer, buyer=event.pubkey, service_pubkey=deps.service_key.pubkey, relays=deps.settings.relay_list
-    )
+    offer = await deps.shop.make_offer(buyer=event.pubkey, gb_months=gb_months, now=deps.clock())
     return web.json_response(
         {
             "callback": callback_url(deps),
-            "amount": quote.amount_msat,
-            "rateFiat": {"usd": float(quote.rate_usd)},
-            "offer": offer.to_dict(),
-            "payment": payment,
+            "amount": offer.amount_msat,
+            "rateFiat": {"usd": float(offer.rate_usd)},
+            "offer": offer.event.to_dict(),
+            "payment": offer.payment,
         }
-    )
-
-
-def lnurl_error(reason: str, status: int = 400) -> web.Response:
-    """LUD-06 error body."""
-    return web.json_response(
-        {"status": "ERROR", "reason": reason},
-        status=status,
-        headers=reason_header(reason),
     )
 
 
 async def lnurl_callback(request: web.Request) -> web.Response:
     """GET /lnurl/callback?amount=<msat>&nostr=<signed 9734>: a BOLT11 invoice for exactly the offer,
-    whose description hash is sha256 of the 9734 JSON exactly as received."""
+    whose description hash is sha256 of the 9734 JSON exactly as received (errors in LUD-06's shape)."""
+    request[LNURL_ERRORS] = True
     deps = request.app[DEPS]
-    raw = request.query.get("nostr", "")
-    try:
-        payment = offer_events.check_payment(
-            raw, amount_param=request.query.get("amount"), service_pubkey=deps.service_key.pubkey
-        )
-    except offer_events.PaymentError as exc:
-        return lnurl_error(str(exc))
-    now = int(deps.clock())
-    async with deps.pool.acquire() as conn, conn.transaction():
-        offer = await offers.lock(conn, payment.offer_id)
-        terms = (
-            offer_events.OfferTerms(
-                id=offer.id,
-                buyer=offer.pubkey,
-                amount_msat=offer.amount_msat,
-                expires_at=int(offer.expires_at.timestamp()),
-                status=offer.status,
-            )
-            if offer is not None
-            else None
-        )
-        try:
-            offer_events.check_against_offer(payment, terms, now=now)
-        except offer_events.PaymentError as exc:
-            return lnurl_error(str(exc))
-        assert terms is not None
-        expiry = max(MIN_INVOICE_EXPIRY_SECONDS, terms.expires_at - now)
-        try:
-            invoice = await deps.lightning.create_invoice(
-                amount_msat=terms.amount_msat, unhashed_description=raw.encode("utf-8"), expiry_s=expiry
-            )
-        except BackendUnavailable as exc:
-            log.warning("lightning backend unavailable", error=str(exc))
-            return lnurl_error("the lightning node is unavailable: try again shortly", status=503)
-        except InvoiceRejected as exc:
-            log.error("lightning backend refused the invoice", error=str(exc))
-            return lnurl_error("the lightning node refused to create the invoice", status=502)
-        if not invoice_matches(invoice.bolt11, amount_msat=terms.amount_msat, description=raw):
-            log.error("lightning backend returned an invoice that does not match the request")
-            return lnurl_error("the lightning node returned a wrong invoice", status=502)
-        await offers.mark_invoiced(
-            conn,
-            terms.id,
-            payment=raw,
-            bolt11=invoice.bolt11,
-            payment_hash=invoice.payment_hash,
-            now=deps.now(),
-        )
-    log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
-    return web.json_response({"pr": invoice.bolt11, "routes": []})
+    pr = await deps.shop.invoice(
+        request.query.get("nostr", ""), amount_param=request.query.get("amount"), now=deps.clock()
+    )
+    return web.json_response({"pr": pr, "routes": []})
 
 
 async def lnurl_pay(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from satellite.api.auth_param import authorize, file_name_tag, label_tag, sha256
 from satellite.auth import Action
 from satellite.billing.balance import require_room
 from satellite.deps import DEPS
-from satellite.errors import ApiError
+from satellite.errors import QuotaExceeded
 from satellite.links import nip94_tags
 from satellite.request_state import BYTES_RECEIVED
 
@@ -21,30 +21,20 @@ async def put_item(request: web.Request) -> web.Response:
     event = await authorize(request, Action.UPLOAD)
     name = file_name_tag(event)
     label = label_tag(event)
-    declared_size = size_tag(event)
-    content_length = request.content_length
-    limit = deps.settings.max_upload_bytes
-    if declared_size is not None and content_length is not None and declared_size != content_length:
-        raise ApiError(400, f"size tag ({declared_size}) does not match Content-Length ({content_length})")
-    announced = content_length if content_length is not None else declared_size
-    if announced is not None and announced > limit:
-        raise ApiError(413, f"upload exceeds the limit of {limit} bytes")
-    if announced == 0:
-        raise ApiError(400, "empty body: the request body must contain the file")
-    free_bytes = deps.settings.free_storage_bytes
-    await require_room(deps.pool, event.pubkey, announced or 1, deps.now(), free_bytes=free_bytes)
-    spooled = await ingest.spool(
-        request.content,
-        staging_dir=deps.staging_dir,
-        max_bytes=limit,
-        content_length=content_length,
-        expected_size=declared_size,
+    announced = ingest.announce(
+        content_length=request.content_length,
+        content_encoding=request.headers.get("Content-Encoding"),
+        declared_size=size_tag(event),
+        max_bytes=deps.settings.max_upload_bytes,
     )
+    # A fast refusal before the body is read; the binding check is part of the commit.
+    await require_room(deps.pool, event.pubkey, announced.size or 1, deps.now(), deps.policy)
+    spooled = await ingest.spool(request.content, announced, staging_dir=deps.staging_dir)
     request[BYTES_RECEIVED] = spooled.size
-    if announced is None:  # the size is known only now: the free allowance may not cover it
+    if announced.size is None:  # known only now: refuse before the bytes go to storage
         try:
-            await require_room(deps.pool, event.pubkey, spooled.size, deps.now(), free_bytes=free_bytes)
-        except ApiError:
+            await require_room(deps.pool, event.pubkey, spooled.size, deps.now(), deps.policy)
+        except QuotaExceeded:
             spooled.discard()
             raise
     # The body is complete: finish the commit even if the client goes away now, so a retry finds the
@@ -58,7 +48,7 @@ async def put_item(request: web.Request) -> web.Response:
             name=name,
             label=label,
             now=deps.now(),
-            free_bytes=free_bytes,
+            policy=deps.policy,
         )
     )
     body = deps.links.describe(row)
@@ -77,7 +67,7 @@ async def delete_item(request: web.Request) -> web.Response:
             pubkey=event.pubkey,
             sha256=sha256,
             now=deps.now(),
-            free_bytes=deps.settings.free_storage_bytes,
+            policy=deps.policy,
         )
     )
     deps.blob_cache.invalidate(sha256)  # at once here; other processes hear it from the database

@@ -11,9 +11,9 @@ from typing import BinaryIO
 import structlog
 from aiohttp import web
 
+from satellite.api.errors import ApiError
 from satellite.db import files
 from satellite.deps import DEPS, Deps
-from satellite.errors import ApiError
 from satellite.http_range import ByteRange, RangeNotSatisfiable, none_match, parse_range, range_applies
 from satellite.media_type import is_active
 from satellite.request_state import BYTES_SENT

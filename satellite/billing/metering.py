@@ -83,10 +83,3 @@ class Balance:
             return None
         remaining = max(Decimal(0), self.remaining_byte_seconds)
         return int(_EXACT.divide_int(remaining, Decimal(billable)))
-
-    def may_store(self, extra_bytes: int) -> bool:
-        """Whether an upload of `extra_bytes` more is allowed: it fits the free allowance, or there is
-        credit left."""
-        if self.storage_bytes + extra_bytes <= self.free_bytes:
-            return True
-        return self.remaining_byte_seconds > 0

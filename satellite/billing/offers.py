@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from satellite.errors import OfferUnavailable
 from satellite.nostr.event import Event, EventError, is_hex, parse_event, verify
 from satellite.nostr.keys import SecretKey
 
@@ -56,8 +57,8 @@ def payment_template(offer: Event, *, buyer: str, service_pubkey: str, relays: l
     }
 
 
-class PaymentError(ValueError):
-    """The 9734 is unacceptable; the message is the LUD-06 error reason."""
+class PaymentError(OfferUnavailable):
+    """The 9734, or the offer it names, is unacceptable; the reason is the LUD-06 error reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,8 @@ def check_against_offer(payment: CheckedPayment, offer: OfferTerms | None, *, no
         raise PaymentError("this offer was made to another pubkey")
     if offer.status == "expired" or now >= offer.expires_at:
         raise PaymentError("this offer has expired: request a new one")
+    if offer.status == "invoicing":
+        raise PaymentError("an invoice for this offer is being made: wait for it, or request a new offer")
     if offer.status != "offered":
         raise PaymentError("this offer has already been used: request a new one")
     if payment.amount_msat != offer.amount_msat:

@@ -25,6 +25,9 @@ import aiohttp
 import structlog
 
 from satellite.config import ConfigError
+from satellite.errors import RateUnavailable  # no usable BTC/USD rate: every provider failed, cache too old
+
+__all__ = ["RateUnavailable"]
 
 if TYPE_CHECKING:
     from satellite.config import Settings
@@ -37,10 +40,6 @@ DEFAULT_MAX_DEVIATION = Decimal("0.05")
 # A provider answer outside this range (USD per BTC) is treated as that provider failing.
 MIN_BTC_USD = Decimal(100)
 MAX_BTC_USD = Decimal(10**8)
-
-
-class RateUnavailable(Exception):
-    """No usable BTC/USD rate is known (every provider failed and the cached rate is too old)."""
 
 
 class ProviderError(Exception):

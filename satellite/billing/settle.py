@@ -41,6 +41,18 @@ class Payment:
     preimage: str | None
 
 
+def checked_preimage(preimage: object, payment_hash: str) -> str | None:
+    """The preimage as lowercase hex if it is one and hashes to the payment hash; else None, whatever
+    the node sent (a receipt then carries no preimage)."""
+    if not isinstance(preimage, str) or len(preimage) != 64:
+        return None
+    try:
+        raw = bytes.fromhex(preimage)
+    except ValueError:
+        return None
+    return preimage.lower() if hashlib.sha256(raw).hexdigest() == payment_hash else None
+
+
 def invoice_matches(pr: str, *, amount_msat: int, description: str) -> bool:
     """The BOLT11 asks for exactly `amount_msat` and commits to sha256(description)."""
     try:
@@ -64,10 +76,9 @@ async def settle(pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *
         if not invoice_matches(offer.bolt11, amount_msat=offer.amount_msat, description=offer.payment):
             log.error("stored invoice does not match its offer; not crediting", offer=offer.id)
             return Outcome.INVALID_INVOICE
-        preimage = payment.preimage
-        if preimage and hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != payment.payment_hash:
-            log.warning("node reported a preimage that does not hash to the payment hash", offer=offer.id)
-            preimage = None
+        preimage = checked_preimage(payment.preimage, payment.payment_hash)
+        if payment.preimage and preimage is None:
+            log.warning("node reported a preimage that is not this invoice's; left out", offer=offer.id)
         if payment.amount_received_msat < offer.amount_msat:
             await offers.mark_paid(
                 conn,

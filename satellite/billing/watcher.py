@@ -5,6 +5,12 @@ wait to take over. The leader follows the backend's settlement stream from the s
 re-checks every open invoice at start-up, after each reconnect and on a timer (so a missed stream event
 is found), marks lapsed offers expired, and retries the stream with capped exponential backoff and
 jitter when it breaks.
+
+Only the failures that pass (the node or the database unreachable) are retried here. Anything else
+propagates out of `run`, and the supervisor logs it, restarts the watcher with backoff and shows it in
+readiness; the lock's connection closes on the way out, so another process can lead meanwhile.
+A node that reports a paid invoice without saying how much was received is asked again later: such a
+payment is never settled as underpaid.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import structlog
 
 from satellite.billing.settle import Payment, settle
 from satellite.db import offers
-from satellite.lightning.base import InvoiceState, LightningBackend
+from satellite.db.pool import TRANSIENT_ERRORS
+from satellite.lightning.base import BackendUnavailable, InvoiceState, LightningBackend
 from satellite.nostr.keys import SecretKey
 
 log = structlog.get_logger("satellite.watcher")
@@ -55,7 +62,7 @@ class SettlementWatcher:
         while True:
             try:
                 conn = await asyncpg.connect(self.dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("watcher cannot reach the database", error=str(exc))
                 await asyncio.sleep(self.poll_seconds)
                 continue
@@ -66,7 +73,7 @@ class SettlementWatcher:
                     await self._lead(conn)
                 else:
                     await asyncio.sleep(self.poll_seconds)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("watcher lost its database connection", error=str(exc))
             finally:
                 self.is_leader = False
@@ -74,13 +81,21 @@ class SettlementWatcher:
                     await conn.close()
 
     async def _lead(self, lock_conn: asyncpg.Connection) -> None:
-        poller = asyncio.create_task(self._poll_forever())
+        """Follow the stream and poll, until the lock's connection closes or either of them fails."""
+        tasks = [
+            asyncio.create_task(self._poll_forever()),
+            asyncio.create_task(self._follow_stream(lock_conn)),
+        ]
         try:
-            await self._follow_stream(lock_conn)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a failure of either goes up
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _follow_stream(self, lock_conn: asyncpg.Connection) -> None:
         backoff = 1.0
@@ -88,15 +103,18 @@ class SettlementWatcher:
             try:
                 cursor = await offers.load_cursor(self.pool, self.backend.name)
                 async for item in self.backend.settlements(cursor):
-                    await self.settle_one(
-                        Payment(item.payment_hash, item.amount_received_msat, item.settled_at, item.preimage)
-                    )
+                    if item.amount_received_msat is None:
+                        self._amount_unknown(item.payment_hash)  # the poller asks again
+                    else:
+                        await self.settle_one(
+                            Payment(
+                                item.payment_hash, item.amount_received_msat, item.settled_at, item.preimage
+                            )
+                        )
                     await offers.save_cursor(self.pool, self.backend.name, item.cursor, self._now())
                     backoff = 1.0
                 log.warning("settlement stream ended; reconnecting", backend=self.backend.name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (BackendUnavailable, *TRANSIENT_ERRORS) as exc:
                 log.warning(
                     "settlement stream failed; retrying",
                     backend=self.backend.name,
@@ -105,16 +123,17 @@ class SettlementWatcher:
                 )
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("checking open invoices failed", error=str(exc))
 
     async def _poll_forever(self) -> None:
         while True:
             try:
                 await self.poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("checking open invoices failed")
+            except TRANSIENT_ERRORS as exc:
+                log.warning("checking open invoices failed", error=str(exc))
             await asyncio.sleep(self.poll_seconds)
 
     async def poll_once(self) -> None:
@@ -123,11 +142,13 @@ class SettlementWatcher:
         for offer in await offers.invoiced(self.pool):
             assert offer.payment_hash is not None
             status = await self.backend.invoice_status(offer.payment_hash)
-            if status.state is InvoiceState.SETTLED:
+            if status.state is InvoiceState.SETTLED and status.amount_received_msat is None:
+                self._amount_unknown(offer.payment_hash)
+            elif status.state is InvoiceState.SETTLED:
                 await self.settle_one(
                     Payment(
                         offer.payment_hash,
-                        status.amount_received_msat or 0,
+                        status.amount_received_msat,
                         status.settled_at or int(self.clock()),
                         status.preimage,
                     )
@@ -135,6 +156,12 @@ class SettlementWatcher:
             elif status.state is InvoiceState.EXPIRED:
                 await offers.mark_expired(self.pool, offer.id)
                 log.info("invoice expired unpaid", offer=offer.id)
+
+    def _amount_unknown(self, payment_hash: str) -> None:
+        log.warning(
+            "node reports the invoice paid but not the amount received; asking again later",
+            payment_hash=payment_hash,
+        )
 
     async def settle_one(self, payment: Payment) -> None:
         await settle(self.pool, self.service_key, payment, free_bytes=self.free_bytes)

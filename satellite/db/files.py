@@ -6,8 +6,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
 
 from satellite.db.types import Connection, Executor
+
+NO_ROOM = "SA402"  # raised by commit_upload (sql/005): the account may not store this
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,7 @@ class Committed:
     blob_created: bool  # no blob row existed: the stored bytes must be checked again after this
     new_owner: bool
     file: FileRow | None
+    shortfall: Decimal | None = None  # refused for want of credit: byte-seconds missing; nothing recorded
 
 
 async def commit_upload(
@@ -115,24 +121,32 @@ async def commit_upload(
     label: str | None,
     now: datetime,
     free_bytes: int,
+    min_prepaid_seconds: int,
 ) -> Committed:
-    """One round trip (sql/003 commit_upload): the blob, the owner's file and their storage total."""
-    row = await db.fetchrow(
-        "SELECT * FROM commit_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        pubkey,
-        blob.sha256,
-        blob.size,
-        blob.type,
-        blob.ext,
-        blob.infohash,
-        blob.piece_length,
-        blob.pieces,
-        name,
-        default_name,
-        label,
-        now,
-        free_bytes,
-    )
+    """One round trip (sql/005 commit_upload): the room check with the account row locked, then the
+    blob, the owner's file and their storage total."""
+    try:
+        row = await db.fetchrow(
+            "SELECT * FROM commit_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            pubkey,
+            blob.sha256,
+            blob.size,
+            blob.type,
+            blob.ext,
+            blob.infohash,
+            blob.piece_length,
+            blob.pieces,
+            name,
+            default_name,
+            label,
+            now,
+            free_bytes,
+            min_prepaid_seconds,
+        )
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) != NO_ROOM:
+            raise
+        return Committed(False, False, False, None, shortfall=Decimal(exc.detail))
     assert row is not None
     values = dict(row)
     flags = {k: values.pop(k) for k in ("blocked", "blob_created", "new_owner")}

@@ -1,4 +1,5 @@
-"""Offers and their invoices, from `offered` through `invoiced` to `paid` / `underpaid` / `expired`."""
+"""Offers and their invoices: `offered` -> `invoicing` (a callback is asking the node) -> `invoiced` ->
+`paid` / `underpaid`, or `expired`. Every move is a conditional UPDATE, so concurrent callers agree."""
 
 from __future__ import annotations
 
@@ -50,9 +51,35 @@ async def insert(
     )
 
 
-async def lock(conn: Connection, offer_id: str) -> OfferRow | None:
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM offers WHERE id = $1 FOR UPDATE", offer_id)
+async def get(db: Executor, offer_id: str) -> OfferRow | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM offers WHERE id = $1", offer_id)
     return OfferRow(**dict(row)) if row else None
+
+
+async def claim_for_invoicing(
+    db: Executor, offer_id: str, *, now: datetime, stale_before: datetime
+) -> datetime | None:
+    """offered -> invoicing (or a claim whose caller vanished before `stale_before`), unless the offer
+    has lapsed. Returns the claim's time, which identifies it, or None if the offer was not free."""
+    return await db.fetchval(
+        "UPDATE offers SET status = 'invoicing', invoicing_at = $2"
+        " WHERE id = $1 AND expires_at > $2"
+        " AND (status = 'offered' OR (status = 'invoicing' AND invoicing_at < $3))"
+        " RETURNING invoicing_at",
+        offer_id,
+        now,
+        stale_before,
+    )
+
+
+async def release_claim(db: Executor, offer_id: str, claimed_at: datetime) -> None:
+    """invoicing -> offered: no invoice came of this claim, so the offer may be paid again."""
+    await db.execute(
+        "UPDATE offers SET status = 'offered', invoicing_at = NULL"
+        " WHERE id = $1 AND status = 'invoicing' AND invoicing_at = $2",
+        offer_id,
+        claimed_at,
+    )
 
 
 async def lock_by_payment_hash(conn: Connection, payment_hash: str) -> OfferRow | None:
@@ -63,17 +90,28 @@ async def lock_by_payment_hash(conn: Connection, payment_hash: str) -> OfferRow 
 
 
 async def mark_invoiced(
-    conn: Connection, offer_id: str, *, payment: str, bolt11: str, payment_hash: str, now: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE offers SET status = 'invoiced', payment = $2, bolt11 = $3, payment_hash = $4,"
-        " invoiced_at = $5 WHERE id = $1 AND status = 'offered'",
+    db: Executor,
+    offer_id: str,
+    *,
+    claimed_at: datetime,
+    payment: str,
+    bolt11: str,
+    payment_hash: str,
+    now: datetime,
+) -> bool:
+    """invoicing -> invoiced, for the claim made at `claimed_at`; False if that claim no longer holds
+    (the offer expired meanwhile)."""
+    status = await db.execute(
+        "UPDATE offers SET status = 'invoiced', payment = $3, bolt11 = $4, payment_hash = $5,"
+        " invoiced_at = $6 WHERE id = $1 AND status = 'invoicing' AND invoicing_at = $2",
         offer_id,
+        claimed_at,
         payment,
         bolt11,
         payment_hash,
         now,
     )
+    return str(status).endswith(" 1")
 
 
 async def mark_paid(
@@ -104,9 +142,11 @@ async def invoiced(db: Executor) -> list[OfferRow]:
 
 
 async def expire_unpaid_offers(db: Executor, now: datetime) -> int:
-    """Offers never invoiced whose price has lapsed."""
+    """Offers never invoiced whose price has lapsed (a claim still asking the node then finds its
+    offer expired, and its invoice is never handed out)."""
     status = await db.execute(
-        "UPDATE offers SET status = 'expired' WHERE status = 'offered' AND expires_at <= $1", now
+        "UPDATE offers SET status = 'expired' WHERE status IN ('offered', 'invoicing') AND expires_at <= $1",
+        now,
     )
     return int(str(status).split()[-1])
 

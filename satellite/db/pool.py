@@ -8,8 +8,25 @@ import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import asyncpg.pool
+
+from satellite.errors import DatabaseBusy
+
+DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 5.0
+# The database went away, is restarting, refuses connections or is too busy: worth retrying. Any other
+# error (a missing table, a violated constraint, a bug) is not, and is left to the caller's supervisor.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    DatabaseBusy,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -17,16 +34,41 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     the only session state we take (a blob's advisory lock while deleting) is released by its owner."""
 
 
-async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+class BoundedPool(asyncpg.Pool):
+    """A pool whose every acquisition (explicit, or inside `pool.fetch` and friends) waits at most
+    `acquire_timeout` seconds for a free connection, then raises DatabaseBusy (answered 503)."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's signature)
+        try:
+            return await super()._acquire(self.acquire_timeout if timeout is None else timeout)
+        except TimeoutError:
+            raise DatabaseBusy(
+                f"no database connection became free within {self.acquire_timeout} s"
+            ) from None
+
+
+async def create_pool(
+    dsn: str, *, max_size: int, acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_SECONDS
+) -> asyncpg.Pool:
+    pool = BoundedPool(
         dsn,
+        acquire_timeout=acquire_timeout,
         min_size=1,
         max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         command_timeout=60,
         server_settings={"timezone": "UTC"},
         reset=_keep_session,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

@@ -38,10 +38,11 @@ class InvoiceStatus:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """One settled invoice from a backend's stream. `cursor` resumes the stream after this one."""
+    """One settled invoice from a backend's stream. `cursor` resumes the stream after this one.
+    `amount_received_msat` is None when the node did not say (the invoice is then asked about again)."""
 
     payment_hash: str
-    amount_received_msat: int
+    amount_received_msat: int | None
     settled_at: int
     preimage: str | None
     cursor: str

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from satellite.staging import create_spool, remove_spool
 from satellite.storage.base import BlobMissing
 
 READ_CHUNK = 1024 * 1024
-SPOOL_PREFIX = ".upload-"  # temp files; a crash can leave them, and start-up sweeps old ones
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,17 +56,14 @@ class LocalStorage:
     def _put_bytes_sync(self, sha256: str, data: bytes) -> None:
         final = self.path_for(sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self.staging_dir)
+        fd, path = create_spool(self.staging_dir)
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            self._put_sync(sha256, Path(name))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            self._put_sync(sha256, path)
         finally:
-            os.unlink(name)
+            remove_spool(fd, path)
 
     async def put_bytes(self, sha256: str, data: bytes, *, content_type: str | None = None) -> None:
         await asyncio.to_thread(self._put_bytes_sync, sha256, data)

@@ -1,0 +1,154 @@
+"""Buying storage: an offer at today's price, then a Lightning invoice for exactly that offer.
+
+Invoicing never holds a transaction, a row lock or a pooled connection while the node works. The
+offer is claimed first (`offered -> invoicing`, one conditional UPDATE), the node is asked with a
+deadline, and the outcome is recorded (`invoicing -> invoiced`) or the claim is given back so the same
+signed payment can be tried again. A claim whose caller died (a killed process) is free again once it
+is older than the deadline allows, and lapses with its offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import structlog
+
+from satellite.billing import offers as offer_events
+from satellite.billing.pricing import Pricing
+from satellite.billing.settle import invoice_matches
+from satellite.db import offers
+from satellite.errors import LightningMisbehaved, LightningUnavailable
+from satellite.lightning.base import BackendUnavailable, Invoice, InvoiceRejected, LightningBackend
+from satellite.nostr.event import Event
+from satellite.nostr.keys import SecretKey
+
+log = structlog.get_logger("satellite.purchase")
+MIN_INVOICE_EXPIRY_SECONDS = 60
+# A claim older than the node's deadline by this much belongs to a caller that is gone.
+CLAIM_GRACE_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    event: Event  # the kind 9733, signed by the service
+    amount_msat: int
+    rate_usd: Decimal
+    payment: dict[str, Any]  # the unsigned kind 9734 for the buyer to sign
+
+
+@dataclass(frozen=True, slots=True)
+class Shop:
+    """What buying storage needs, bound once at start-up."""
+
+    pool: asyncpg.Pool
+    pricing: Pricing
+    lightning: LightningBackend
+    service_key: SecretKey
+    offer_ttl_seconds: int
+    relays: list[str]
+    node_timeout_seconds: float
+
+    async def make_offer(self, *, buyer: str, gb_months: int, now: float) -> Offer:
+        """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
+        quote = await self.pricing.quote(gb_months)
+        created_at = int(now)
+        expires_at = created_at + self.offer_ttl_seconds
+        event = offer_events.make_offer(
+            self.service_key,
+            buyer=buyer,
+            gb_months=gb_months,
+            amount_msat=quote.amount_msat,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+        await offers.insert(
+            self.pool,
+            offer_id=event.id,
+            pubkey=buyer,
+            gb_months=gb_months,
+            amount_msat=quote.amount_msat,
+            offer=event.to_dict(),
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
+            now=datetime.fromtimestamp(now, UTC),
+        )
+        payment = offer_events.payment_template(
+            event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
+        )
+        return Offer(event=event, amount_msat=quote.amount_msat, rate_usd=quote.rate_usd, payment=payment)
+
+    async def invoice(self, raw_payment: str, *, amount_param: str | None, now: float) -> str:
+        """The BOLT11 invoice for the offer a signed 9734 names, for exactly the offer's amount and with
+        sha256(raw_payment) as its description hash.
+
+        Raises PaymentError (the 9734 or its offer is unacceptable), LightningUnavailable or
+        LightningMisbehaved."""
+        payment = offer_events.check_payment(
+            raw_payment, amount_param=amount_param, service_pubkey=self.service_key.pubkey
+        )
+        row = await offers.get(self.pool, payment.offer_id)
+        terms = None
+        if row is not None:
+            terms = offer_events.OfferTerms(
+                id=row.id,
+                buyer=row.pubkey,
+                amount_msat=row.amount_msat,
+                expires_at=int(row.expires_at.timestamp()),
+                status=row.status,
+            )
+        offer_events.check_against_offer(payment, terms, now=int(now))
+        assert terms is not None
+        moment = datetime.fromtimestamp(now, UTC)
+        stale = timedelta(seconds=self.node_timeout_seconds + CLAIM_GRACE_SECONDS)
+        claimed_at = await offers.claim_for_invoicing(
+            self.pool, terms.id, now=moment, stale_before=moment - stale
+        )
+        if claimed_at is None:  # another callback took it a moment ago, or it just lapsed
+            raise offer_events.PaymentError("this offer has already been used: request a new one")
+        try:
+            invoice = await self._ask_node(terms, raw_payment, now=int(now))
+        except BaseException:
+            await asyncio.shield(offers.release_claim(self.pool, terms.id, claimed_at))
+            raise
+        recorded = await offers.mark_invoiced(
+            self.pool,
+            terms.id,
+            claimed_at=claimed_at,
+            payment=raw_payment,
+            bolt11=invoice.bolt11,
+            payment_hash=invoice.payment_hash,
+            now=datetime.fromtimestamp(now, UTC),
+        )
+        if not recorded:
+            raise offer_events.PaymentError("this offer has expired: request a new one")
+        log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
+        return invoice.bolt11
+
+    async def _ask_node(self, terms: offer_events.OfferTerms, raw_payment: str, *, now: int) -> Invoice:
+        expiry = max(MIN_INVOICE_EXPIRY_SECONDS, terms.expires_at - now)
+        try:
+            async with asyncio.timeout(self.node_timeout_seconds):
+                invoice = await self.lightning.create_invoice(
+                    amount_msat=terms.amount_msat,
+                    unhashed_description=raw_payment.encode("utf-8"),
+                    expiry_s=expiry,
+                )
+        except TimeoutError:
+            log.warning("lightning backend did not answer in time", timeout_s=self.node_timeout_seconds)
+            raise LightningUnavailable(
+                "the lightning node did not answer in time: try again shortly"
+            ) from None
+        except BackendUnavailable as exc:
+            log.warning("lightning backend unavailable", error=str(exc))
+            raise LightningUnavailable("the lightning node is unavailable: try again shortly") from None
+        except InvoiceRejected as exc:
+            log.error("lightning backend refused the invoice", error=str(exc))
+            raise LightningMisbehaved("the lightning node refused to create the invoice") from None
+        if not invoice_matches(invoice.bolt11, amount_msat=terms.amount_msat, description=raw_payment):
+            log.error("lightning backend returned an invoice that does not match the request")
+            raise LightningMisbehaved("the lightning node returned a wrong invoice")
+        return invoice
