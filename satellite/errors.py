@@ -27,6 +27,10 @@ class EncodedBody(Refused):
     """The body carries a Content-Encoding: limits apply to the bytes stored, so it must come raw."""
 
 
+class UnsupportedTransferCoding(Refused):
+    """The body is framed with a transfer coding other than chunked."""
+
+
 class QuotaExceeded(Refused):
     """Storing this would leave the account without the prepaid time the rule requires."""
 

@@ -19,16 +19,17 @@ import contextlib
 import hashlib
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 from aiohttp import ClientPayloadError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 
-from satellite.errors import EncodedBody, InvalidUpload, TooLarge
+from satellite.billing.policy import Room
+from satellite.errors import EncodedBody, InvalidUpload, TooLarge, UnsupportedTransferCoding
 from satellite.media_type import SNIFF_BYTES
 from satellite.staging import create_spool, remove_spool
 from satellite.torrent import PieceHasher, piece_length_for
@@ -43,28 +44,46 @@ INLINE_MAX_BYTES = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Announced:
-    """What a request says of its body before any of it is read, already checked against the limits."""
+    """What a request says of its body before any of it is read, already checked against the limits;
+    `room`, once known, is how much the account may store."""
 
     content_length: int | None
     declared_size: int | None  # the auth event's `size` tag
     max_bytes: int
+    room: Room | None = None
 
     @property
     def size(self) -> int | None:
         return self.content_length if self.content_length is not None else self.declared_size
 
+    def within(self, room: Room) -> Announced:
+        """Refuse now a body announced larger than `room`; read any other no further than it."""
+        room.check(self.size or 1)
+        return replace(self, room=room)
+
+
+def _codings(values: Iterable[str]) -> list[str]:
+    """The codings of every header line given, in order (a header may be repeated)."""
+    return [c.strip().lower() for value in values for c in value.split(",") if c.strip()]
+
 
 def announce(
-    *, content_length: int | None, content_encoding: str | None, declared_size: int | None, max_bytes: int
+    *,
+    content_length: int | None,
+    content_encodings: Iterable[str],
+    transfer_encodings: Iterable[str],
+    declared_size: int | None,
+    max_bytes: int,
 ) -> Announced:
     """Refuse, before reading, a body that is encoded, contradicts its size tag, is over the limit or
-    empty."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
-    if any(coding != "identity" for coding in codings):
+    empty. `content_encodings` and `transfer_encodings` are every value of those headers."""
+    if any(coding != "identity" for coding in _codings(content_encodings)):
         raise EncodedBody(
             "Content-Encoding is not accepted on uploads: send the raw file (limits and hashes apply to"
             " the bytes stored)"
         )
+    if any(coding != "chunked" for coding in _codings(transfer_encodings)):
+        raise UnsupportedTransferCoding("the only Transfer-Encoding accepted is chunked: send the raw file")
     if declared_size is not None and content_length is not None and declared_size != content_length:
         raise InvalidUpload(f"size tag ({declared_size}) does not match Content-Length ({content_length})")
     announced = Announced(content_length, declared_size, max_bytes)
@@ -226,7 +245,8 @@ async def spool(stream: StreamReader, announced: Announced, *, staging_dir: Path
 
 
 async def _chunks(stream: StreamReader, announced: Announced) -> AsyncIterator[bytes]:
-    """The body as it arrives: never more than Content-Length, the limit or the size tag allows."""
+    """The body as it arrives: never more than Content-Length, the limit, the account's room or the size
+    tag allows."""
     total = 0
     while True:
         try:
@@ -240,6 +260,8 @@ async def _chunks(stream: StreamReader, announced: Announced) -> AsyncIterator[b
             raise InvalidUpload(f"body is longer than its Content-Length ({announced.content_length})")
         if total > announced.max_bytes:
             raise TooLarge(f"upload exceeds the limit of {announced.max_bytes} bytes")
+        if announced.room is not None and total > announced.room.bytes:
+            raise announced.room.refusal(total)
         if announced.declared_size is not None and total > announced.declared_size:
             raise InvalidUpload(f"body is larger than the size tag ({announced.declared_size} bytes)")
         yield data
@@ -258,7 +280,11 @@ async def _read_small(stream: StreamReader, announced: Announced) -> Spooled:
     async for data in _chunks(stream, announced):
         body += data
     _check_complete(len(body), announced)
-    data = bytes(body)
+    return in_memory(bytes(body))
+
+
+def in_memory(data: bytes) -> Spooled:
+    """A small upload held in memory, with everything computed from its bytes."""
     piece_length = piece_length_for(len(data))
     pieces = PieceHasher(piece_length)
     pieces.update(data)

@@ -81,7 +81,8 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
             "method": request.method,
             "path": request.path,
             "status": status,
-            "bytes_in": request.get(BYTES_RECEIVED, 0),
+            # Bytes received of the body, also for a refused or cut-off upload (what reached the server).
+            "bytes_in": request.get(BYTES_RECEIVED, request.content.total_bytes),
             "bytes_out": sent,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "remote": request.remote,

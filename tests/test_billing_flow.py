@@ -232,6 +232,11 @@ async def test_forged_or_mismatched_payments_get_no_invoice(shop, user, db, cloc
             callback(shop, offer, variant(tags=[*tags_without("amount"), ["amount", "1000"]]), amount=1000),
             "amount",
         ),
+        # A digit that is not ASCII: "isdigit" yet not a number int() reads.
+        (
+            callback(shop, offer, variant(tags=[*tags_without("amount"), ["amount", "²"]]), amount="²"),
+            "amount",
+        ),
         (callback(shop, offer, variant(tags=[*tags_without("p"), ["p", stranger.pubkey]])), "p tag"),
         (callback(shop, offer, variant(tags=[*template["tags"], ["p", stranger.pubkey]])), "p tag"),
         (callback(shop, offer, variant(tags=tags_without("e"))), "e tag"),

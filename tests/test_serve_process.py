@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,34 +14,9 @@ import urllib.request
 
 import pytest
 from nostr_helpers import auth_params
+from processes import free_port, start, wait_ready
 
 from satellite.nostr.keys import SecretKey
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read().decode()}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("server did not become ready")
-
-
-def start(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "satellite", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
 
 
 def test_serve_on_embedded_defaults_with_port_and_data_dir(tmp_path):

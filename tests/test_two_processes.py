@@ -6,50 +6,21 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import aiohttp
 import pytest
 import s3_helpers
 from billing_helpers import sign_payment, wait_for
 from nostr_helpers import auth_params
+from processes import free_port, wait_ready
+from processes import start as start_server
 from s3_helpers import ACCESS_KEY, SECRET_KEY, admin_client, new_bucket
 
 from satellite.nostr.keys import SecretKey
 
 moto_url = s3_helpers.moto_url
 aws_sandbox = s3_helpers.aws_sandbox
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "satellite", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_ready(base: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("server did not start")
 
 
 @pytest.fixture
@@ -75,7 +46,9 @@ def two_servers(database_url, moto_url, aws_sandbox, tmp_path, db):
     try:
         for port in ports:
             base = f"http://127.0.0.1:{port}"
-            procs.append(start_server({**shared, "PORT": str(port), "PUBLIC_URL": base}))
+            procs.append(
+                start_server({**shared, "PORT": str(port), "PUBLIC_URL": base}, stdout=subprocess.DEVNULL)
+            )
             bases.append(base)
         for base, proc in zip(bases, procs, strict=True):
             wait_ready(base, proc)

@@ -7,6 +7,7 @@ uploads past the free allowance or the credit, and one sat of credit letting any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import io
@@ -16,6 +17,7 @@ import zlib
 
 import pytest
 from billing_helpers import account, dev_pay, invoice_for, wait_for
+from multidict import CIMultiDict
 from nostr_helpers import auth_params
 
 from satellite.billing.metering import BYTE_SECONDS_PER_GB_MONTH
@@ -199,3 +201,73 @@ async def test_the_free_allowance_at_its_edge(make_client, settings, user, db):
     over = await upload(client, user, b"z")
     assert over.status == 402
     assert "1 GB-month" in (await over.json())["reason"]
+
+
+async def test_a_repeated_content_encoding_header_is_seen_whole(allowance_client, user):
+    headers = CIMultiDict([("Content-Encoding", "identity"), ("content-encoding", "gzip")])
+    resp = await upload(allowance_client, user, gzip_bomb(7_000_000), headers=headers)
+    assert resp.status == 415
+
+
+async def raw_put(client, key, head: str, body: bytes) -> bytes:
+    """Send a request exactly as written (headers the client library would not send)."""
+    url = client.make_url("/item").with_query(auth_params(key, "Authorize Upload"))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(f"PUT {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host}\r\n{head}\r\n".encode() + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def chunked(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "x-custom, chunked"])
+async def test_a_transfer_coding_other_than_chunked_is_refused(allowance_client, user, db, coding):
+    answer = await raw_put(
+        allowance_client, user, f"Transfer-Encoding: {coding}\r\nConnection: close\r\n", chunked(b"raw bytes")
+    )
+    assert answer.startswith(b"HTTP/1.1 501"), answer[:200]
+    assert b"chunked" in answer
+    assert await db.fetchval("SELECT count(*) FROM files") == 0
+
+
+async def test_a_chunked_body_is_read_no_further_than_the_accounts_room(
+    make_client, settings, user, db, capsys
+):
+    room, limit = 500_000, 64 * 1024 * 1024
+    client = await make_client(
+        settings.model_copy(update={"free_storage_bytes": room, "max_upload_bytes": limit})
+    )
+    url = client.make_url("/item").with_query(auth_params(user, "Authorize Upload"))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        f"PUT {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    answer = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+    piece = os.urandom(256 * 1024)
+    try:
+        for _ in range(limit // len(piece) - 1):  # a body just within the upload limit
+            if answer.done():
+                break
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            await asyncio.sleep(0)  # let the answer in, if there is one
+        head = await asyncio.wait_for(answer, 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 402"), head
+    # The server read no more than the room, plus what its buffers took in meanwhile (about 2 MiB).
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if "request" in ln and "status=402" in ln]
+    received = int(line.split("bytes_in=")[1].split()[0])
+    assert room < received < room + 4 * 1024 * 1024, received
+    assert await db.fetchval("SELECT count(*) FROM files") == 0
+    assert temp_files(settings) == []

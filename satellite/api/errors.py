@@ -42,6 +42,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.InvalidUpload: Answer(400),
     errors.TooLarge: Answer(413),
     errors.EncodedBody: Answer(415),
+    errors.UnsupportedTransferCoding: Answer(501),
     errors.QuotaExceeded: Answer(402),
     errors.ContentBlocked: Answer(403),
     errors.NotOwned: Answer(404),

@@ -9,9 +9,8 @@ from aiohttp import web
 from satellite import ingest, items
 from satellite.api.auth_param import authorize, file_name_tag, label_tag, sha256_tag, size_tag
 from satellite.auth import Action
-from satellite.billing.balance import require_room
+from satellite.billing.balance import room_now
 from satellite.deps import DEPS
-from satellite.errors import QuotaExceeded
 from satellite.links import nip94_tags
 from satellite.request_state import BYTES_RECEIVED
 
@@ -23,20 +22,16 @@ async def put_item(request: web.Request) -> web.Response:
     label = label_tag(event)
     announced = ingest.announce(
         content_length=request.content_length,
-        content_encoding=request.headers.get("Content-Encoding"),
+        content_encodings=request.headers.getall("Content-Encoding", ()),
+        transfer_encodings=request.headers.getall("Transfer-Encoding", ()),
         declared_size=size_tag(event),
         max_bytes=deps.settings.max_upload_bytes,
     )
-    # A fast refusal before the body is read; the binding check is part of the commit.
-    await require_room(deps.pool, event.pubkey, announced.size or 1, deps.now(), deps.policy)
-    spooled = await ingest.spool(request.content, announced, staging_dir=deps.staging_dir)
+    # Refused before the body is read if it cannot fit, and read no further than the account's room;
+    # the binding check is part of the commit.
+    room = await room_now(deps.pool, event.pubkey, deps.now(), deps.policy)
+    spooled = await ingest.spool(request.content, announced.within(room), staging_dir=deps.staging_dir)
     request[BYTES_RECEIVED] = spooled.size
-    if announced.size is None:  # known only now: refuse before the bytes go to storage
-        try:
-            await require_room(deps.pool, event.pubkey, spooled.size, deps.now(), deps.policy)
-        except QuotaExceeded:
-            spooled.discard()
-            raise
     # The body is complete: finish the commit even if the client goes away now, so a retry finds the
     # file stored instead of a half-done upload (storage without a row).
     row = await asyncio.shield(

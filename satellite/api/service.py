@@ -10,6 +10,7 @@ from aiohttp import web
 
 from satellite.api.errors import ApiError, reason_header
 from satellite.deps import DEPS, SUPERVISOR
+from satellite.errors import DatabaseBusy
 
 PROBE_SECONDS = 3.0
 NO_SUCH_BLOB = "0" * 64
@@ -33,8 +34,10 @@ async def health(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     try:
         await deps.pool.fetchval("SELECT 1")
+    except DatabaseBusy:
+        raise  # 503 with Retry-After: the database is there, its connections are all taken
     except Exception as exc:
-        raise ApiError(503, "database unreachable") from exc
+        raise ApiError(503, "database unreachable", {"Retry-After": "5"}) from exc
     return web.json_response({"status": "ok"})
 
 

@@ -1,5 +1,6 @@
-"""An account's balance now, read from the database, and the fast-path room check before an upload's
-body is read (the binding check runs inside the commit: see `satellite.billing.policy`)."""
+"""An account's balance now, read from the database, and the room it leaves for an upload, checked
+before and while the body is read (the binding check runs inside the commit: see
+`satellite.billing.policy`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from satellite.billing.metering import Balance, advance
-from satellite.billing.policy import AccountPolicy
+from satellite.billing.policy import AccountPolicy, Room
 from satellite.db import accounts
 from satellite.db.types import Executor
 
@@ -31,8 +32,7 @@ async def settled_balance(db: Executor, pubkey: str, now: datetime, policy: Acco
     return policy.balance(row.credit_byte_seconds, row.usage_byte_seconds, row.storage_bytes)
 
 
-async def require_room(
-    db: Executor, pubkey: str, extra_bytes: int, now: datetime, policy: AccountPolicy
-) -> None:
-    """QuotaExceeded unless `extra_bytes` more may be stored now (a fast path: nothing is locked)."""
-    policy.check_room(await current_balance(db, pubkey, now, policy), extra_bytes)
+async def room_now(db: Executor, pubkey: str, now: datetime, policy: AccountPolicy) -> Room:
+    """How much more the account may store now: what an upload is refused beyond before its body is
+    read, and what the body is read no further than (nothing is locked or reserved)."""
+    return policy.room(await current_balance(db, pubkey, now, policy))

@@ -52,6 +52,11 @@ def advance(
     return _EXACT.add(usage_byte_seconds, _EXACT.multiply(billable, elapsed_seconds(since, now)))
 
 
+def whole_quotient(dividend: Decimal, divisor: int) -> int:
+    """floor(dividend / divisor) for a non-negative dividend, exactly, however many digits it has."""
+    return int(_EXACT.divide_int(dividend, Decimal(divisor)))
+
+
 def gb_months(byte_seconds: Decimal | int) -> Decimal:
     return Decimal(byte_seconds) / BYTE_SECONDS_PER_GB_MONTH
 
@@ -81,5 +86,4 @@ class Balance:
         billable = billable_bytes(self.storage_bytes, self.free_bytes)
         if billable == 0:
             return None
-        remaining = max(Decimal(0), self.remaining_byte_seconds)
-        return int(_EXACT.divide_int(remaining, Decimal(billable)))
+        return whole_quotient(max(Decimal(0), self.remaining_byte_seconds), billable)

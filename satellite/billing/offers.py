@@ -96,7 +96,7 @@ def check_payment(raw: str, *, amount_param: str | None, service_pubkey: str) ->
     if not any(t[0] == "relays" and len(t) >= 2 for t in event.tags):
         raise PaymentError("payment event must have a relays tag")
     amount_tag = event.first_tag("amount")
-    if amount_tag is None or not amount_tag.isdigit():
+    if amount_tag is None or not (amount_tag.isascii() and amount_tag.isdigit()):
         raise PaymentError("payment event must have an amount tag in millisats")
     if amount_param is None or amount_param != amount_tag:
         raise PaymentError("amount parameter does not match the payment event's amount tag")

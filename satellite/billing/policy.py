@@ -12,8 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from satellite.billing.metering import BYTE_SECONDS_PER_GB_MONTH, Balance, billable_bytes
+from satellite.billing.metering import BYTE_SECONDS_PER_GB_MONTH, Balance, billable_bytes, whole_quotient
 from satellite.errors import QuotaExceeded
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """How many more bytes an account may store now (`bytes`), and the refusal for more: an upload's
+    body is read no further than this."""
+
+    bytes: int
+    policy: AccountPolicy
+    balance: Balance
+
+    def check(self, extra_bytes: int) -> None:
+        if extra_bytes > self.bytes:
+            raise self.refusal(extra_bytes)
+
+    def refusal(self, extra_bytes: int) -> QuotaExceeded:
+        return self.policy.refusal(self.policy.shortfall(self.balance, extra_bytes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +49,12 @@ class AccountPolicy:
         missing = billable * self.min_prepaid_seconds - balance.remaining_byte_seconds
         return max(Decimal(0), missing)
 
-    def check_room(self, balance: Balance, extra_bytes: int) -> None:
-        """Raise QuotaExceeded unless `extra_bytes` more may be stored."""
-        missing = self.shortfall(balance, extra_bytes)
-        if missing > 0:
-            raise self.refusal(missing)
+    def room(self, balance: Balance) -> Room:
+        """The largest number of bytes more that may be stored now: the free allowance left, or what the
+        remaining credit covers for `min_prepaid_seconds` beyond it."""
+        remaining = balance.remaining_byte_seconds
+        covered = whole_quotient(remaining, self.min_prepaid_seconds) if remaining > 0 else 0
+        return Room(max(0, covered + self.free_bytes - balance.storage_bytes), self, balance)
 
     def refusal(self, shortfall_byte_seconds: Decimal) -> QuotaExceeded:
         whole, part = divmod(shortfall_byte_seconds, BYTE_SECONDS_PER_GB_MONTH)

@@ -23,6 +23,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     DatabaseBusy,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # what a connection cut in the middle of a query can also raise
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,

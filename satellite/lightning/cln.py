@@ -206,7 +206,7 @@ def _msat(value: object) -> int:
 def _parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit()):
         raise ValueError(f"not a CLN pay_index cursor: {cursor!r}")
     return int(cursor) or None
 

@@ -219,7 +219,7 @@ def _unix(value: object) -> int | None:
         return int(value)
     if not isinstance(value, str) or not value:
         return None
-    if value.replace(".", "", 1).isdigit():
+    if value.isascii() and value.replace(".", "", 1).isdigit():
         return int(float(value))
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

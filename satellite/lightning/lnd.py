@@ -204,7 +204,7 @@ async def _json_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 def _parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit()):
         raise ValueError(f"not an LND settle_index cursor: {cursor!r}")
     return int(cursor) or None
 
