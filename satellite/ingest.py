@@ -6,10 +6,11 @@ raw: the HTTP layer never inflates a body, and an encoded one is refused, so eve
 the bytes stored.
 
 Memory: a body announced at INLINE_MAX_BYTES or less is held whole (that many bytes at most); a larger
-one is written to its spool as it arrives, with at most MAX_BATCHES_IN_FLIGHT batches of CHUNK_BYTES
-plus one read of READ_BYTES in memory (5 MiB), on top of the connection's 1 MiB read buffer. Writing and
-hashing run in worker threads (hashlib releases the GIL) while the event loop reads the next chunk.
-Any failure removes the spool.
+one is written to its spool as it arrives. A batch is under CHUNK_BYTES + READ_BYTES (2 MiB), at most
+MAX_BATCHES_IN_FLIGHT are being written and hashed while one more fills, so an upload holds under
+10 MiB, on top of what the connection buffers before it pauses reading (twice its 1 MiB read_bufsize).
+Writing and hashing run in worker threads (hashlib releases the GIL) while the event loop reads the
+next chunk. Any failure removes the spool.
 """
 
 from __future__ import annotations

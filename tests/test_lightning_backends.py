@@ -140,6 +140,11 @@ def lnd_created(amount_msat: int | None = None) -> Callable[[Any], Any]:
     return reply
 
 
+def without(message: dict[str, Any], field_name: str) -> dict[str, Any]:
+    """A node's answer with one field missing."""
+    return {k: v for k, v in message.items() if k != field_name}
+
+
 def lnd_invoice(i: int, state: str, *, settle_index: int = 0) -> dict[str, Any]:
     """lnd's Invoice message as grpc-gateway renders it (int64 as strings, bytes as base64)."""
     settled = state == "SETTLED"
@@ -235,6 +240,18 @@ LND_CASES = [
         SETTLED,
     ),
     Case(
+        "status SETTLED without amt_paid_msat: the amount is unknown, never zero",
+        Status(),
+        [lnd("GET", f"/v1/invoice/{PH}", reply=without(lnd_invoice(0, "SETTLED"), "amt_paid_msat"))],
+        InvoiceStatus(InvoiceState.SETTLED, settled_at=PAID_AT, preimage=PREIMAGES[0].hex()),
+    ),
+    Case(
+        "status SETTLED with a preimage that is not base64: left out",
+        Status(),
+        [lnd("GET", f"/v1/invoice/{PH}", reply={**lnd_invoice(0, "SETTLED"), "r_preimage": "%%%"})],
+        InvoiceStatus(InvoiceState.SETTLED, amount_received_msat=AMOUNT, settled_at=PAID_AT),
+    ),
+    Case(
         "status CANCELED is expired",
         Status(),
         [lnd("GET", f"/v1/invoice/{PH}", reply=lnd_invoice(0, "CANCELED"))],
@@ -289,6 +306,25 @@ LND_CASES = [
             )
         ],
         Streamed([settlement(0, "9")], BackendUnavailable),
+    ),
+    Case(
+        "settlements: a settled invoice without amt_paid_msat comes with its amount unknown",
+        Stream("3"),
+        [
+            lnd(
+                "GET",
+                "/v1/invoices/subscribe?settle_index=3",
+                lines=(
+                    {"result": without(lnd_invoice(0, "SETTLED", settle_index=4), "amt_paid_msat")},
+                    {"result": lnd_invoice(1, "SETTLED", settle_index=5)},
+                ),
+                then="drop",
+            )
+        ],
+        Streamed(
+            [Settlement(HASHES[0], None, PAID_AT, PREIMAGES[0].hex(), "4"), settlement(1, "5")],
+            BackendUnavailable,
+        ),
     ),
     Case(
         "settlements: an error object in the stream",
@@ -704,6 +740,19 @@ CLN_CASES = [
         Status(),
         [cln("listinvoices", {"payment_hash": PH}, status=201, reply={"invoices": [cln_invoice(0, "paid")]})],
         SETTLED,
+    ),
+    Case(
+        "status paid without amount_received_msat: the amount is unknown, never zero",
+        Status(),
+        [
+            cln(
+                "listinvoices",
+                {"payment_hash": PH},
+                status=201,
+                reply={"invoices": [without(cln_invoice(0, "paid"), "amount_received_msat")]},
+            )
+        ],
+        InvoiceStatus(InvoiceState.SETTLED, settled_at=PAID_AT, preimage=PREIMAGES[0].hex()),
     ),
     Case(
         "status paid, amounts as msat strings (before v23)",

@@ -135,7 +135,7 @@ class ClnBackend(RemoteNode):
         try:
             return InvoiceStatus(
                 state,
-                amount_received_msat=_msat(invoice["amount_received_msat"]),
+                amount_received_msat=_msat(invoice.get("amount_received_msat")),
                 settled_at=int(invoice["paid_at"]),
                 preimage=invoice.get("payment_preimage"),
             )
@@ -159,7 +159,7 @@ class ClnBackend(RemoteNode):
                     continue
                 settlement = Settlement(
                     payment_hash=data["payment_hash"],
-                    amount_received_msat=_msat(data["amount_received_msat"]),
+                    amount_received_msat=_msat(data.get("amount_received_msat")),
                     settled_at=int(data["paid_at"]),
                     preimage=data.get("payment_preimage"),
                     cursor=str(last),
@@ -194,13 +194,13 @@ def _node_message(data: object, text: str) -> str:
     return node_message(_rpc_error(data), text, keys=("message",))
 
 
-def _msat(value: object) -> int:
-    """CLN amounts: integers of msat (current) or strings like "1000msat" (before v23)."""
+def _msat(value: object) -> int | None:
+    """CLN amounts: integers of msat (current) or strings like "1000msat" (before v23); None when the
+    node did not say (the invoice is then asked about again)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        return int(value.removesuffix("msat"))
-    raise TypeError(f"not an msat amount: {value!r}")
+    digits = value.removesuffix("msat") if isinstance(value, str) else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 def _parse_cursor(cursor: str | None) -> int | None:

@@ -129,7 +129,7 @@ class LndBackend(RemoteNode):
                 return InvoiceStatus(state)
             return InvoiceStatus(
                 state,
-                amount_received_msat=int(data["amt_paid_msat"]),
+                amount_received_msat=_msat(data.get("amt_paid_msat")),
                 settled_at=int(data["settle_date"]),
                 preimage=_b64_to_hex(data.get("r_preimage")),
             )
@@ -177,7 +177,7 @@ def _settlement(line: bytes) -> Settlement | None:
     try:
         return Settlement(
             payment_hash=base64.b64decode(invoice["r_hash"], validate=True).hex(),
-            amount_received_msat=int(invoice["amt_paid_msat"]),
+            amount_received_msat=_msat(invoice.get("amt_paid_msat")),
             settled_at=int(invoice["settle_date"]),
             preimage=_b64_to_hex(invoice.get("r_preimage")),
             cursor=str(int(invoice["settle_index"])),
@@ -210,9 +210,22 @@ def _parse_cursor(cursor: str | None) -> int | None:
 
 
 def _b64_to_hex(value: object) -> str | None:
+    """A base64 field as hex; None when absent or not base64 (a preimage we can do without)."""
     if not value or not isinstance(value, str):
         return None
-    return base64.b64decode(value, validate=True).hex()
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _msat(value: object) -> int | None:
+    """An int64 amount (a JSON string, or a number); None when the node did not say."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def _check_request(amount_msat: int, expiry_s: int) -> None:
