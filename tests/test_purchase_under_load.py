@@ -26,6 +26,17 @@ async def lnd():
     await node.close()
 
 
+def on_lnd(settings, lnd, **more):
+    return settings.model_copy(
+        update={
+            "lightning_backend": LightningBackendName.LND,
+            "lnd_rest_url": lnd.url,
+            "lnd_macaroon": "0201abcd",
+            **more,
+        }
+    )
+
+
 async def _signed_offers(client, count: int) -> list[tuple[dict, str]]:
     buyers = [SecretKey.generate() for _ in range(count)]
     offers = await asyncio.gather(*(request_offer(client, key, 1) for key in buyers))
@@ -62,15 +73,7 @@ async def test_concurrent_callbacks_on_the_dev_node(make_client, settings, db):
 
 
 async def test_concurrent_callbacks_on_a_slow_remote_node(make_client, settings, lnd, db):
-    client = await make_client(
-        settings.model_copy(
-            update={
-                "lightning_backend": LightningBackendName.LND,
-                "lnd_rest_url": lnd.url,
-                "lnd_macaroon": "0201abcd",
-            }
-        )
-    )
+    client = await make_client(on_lnd(settings, lnd))
     offers = await _signed_offers(client, CALLBACKS)
     lnd.invoice_delay = 2.0
     calls = [asyncio.ensure_future(callback(client, offer, payment)) for offer, payment in offers]
@@ -81,16 +84,7 @@ async def test_concurrent_callbacks_on_a_slow_remote_node(make_client, settings,
 
 
 async def test_a_hung_node_gets_a_503_and_the_offer_can_be_paid_later(make_client, settings, lnd, db):
-    client = await make_client(
-        settings.model_copy(
-            update={
-                "lightning_backend": LightningBackendName.LND,
-                "lnd_rest_url": lnd.url,
-                "lnd_macaroon": "0201abcd",
-                "lightning_timeout_seconds": 1,
-            }
-        )
-    )
+    client = await make_client(on_lnd(settings, lnd, lightning_timeout_seconds=1))
     [(offer, payment)] = await _signed_offers(client, 1)
     lnd.invoice_delay = 3600
     hung = await asyncio.wait_for(callback(client, offer, payment), 10)

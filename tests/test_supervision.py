@@ -5,6 +5,7 @@ with its traceback and comes back; readiness names a task that keeps failing; a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from billing_helpers import account, dev_pay, invoice_for, wait_for
@@ -111,35 +112,41 @@ async def test_readiness_reports_a_watcher_that_keeps_failing_and_billing_resume
     await wait_for(credited, within=30)
 
 
+@contextlib.asynccontextmanager
+async def node_reports(db, assignment: str):
+    """The dev node records every payment with `assignment` applied to it (a plpgsql statement on NEW),
+    as a faulty node would report it."""
+    await db.execute(
+        f"CREATE FUNCTION misreport() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {assignment}; RETURN NEW;"
+        " END $$; CREATE TRIGGER misreport BEFORE UPDATE ON dev_invoices FOR EACH ROW"
+        " EXECUTE FUNCTION misreport()"
+    )
+    try:
+        yield
+    finally:
+        await db.execute("DROP TRIGGER misreport ON dev_invoices; DROP FUNCTION misreport()")
+
+
+async def credit_reaches(client, user, gb_months: int) -> None:
+    async def credited():
+        return (await account(client, user))["creditTotal"] == gb_months
+
+    await wait_for(credited, within=15)
+
+
 async def test_a_malformed_preimage_is_left_out_and_billing_goes_on(make_client, settings, user, db, capsys):
     client = await make_client(settings.model_copy(update={"settlement_poll_seconds": 0.2}))
     _, _, pr = await invoice_for(client, user, 1)
-    # The node reports the payment with garbage for its preimage.
-    await db.execute(
-        "CREATE FUNCTION garble() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN NEW.preimage := 'zz-not-hex'; RETURN NEW; END $$;"
-        "CREATE TRIGGER garble BEFORE UPDATE ON dev_invoices FOR EACH ROW EXECUTE FUNCTION garble()"
-    )
-    try:
+    async with node_reports(db, "NEW.preimage := 'zz-not-hex'"):
         assert (await dev_pay(client, pr)).status == 200
-
-        async def credited():
-            return (await account(client, user))["creditTotal"] == 1
-
-        await wait_for(credited, within=15)
-    finally:
-        await db.execute("DROP TRIGGER garble ON dev_invoices; DROP FUNCTION garble()")
+        await credit_reaches(client, user, 1)
     [tx] = (await account(client, user))["transactions"]
     assert not any(tag[0] == "preimage" for tag in tx["receipt"]["tags"])
     assert "not this invoice's" in capsys.readouterr().out
     # And the watcher is still there for the next payment.
     _, _, pr = await invoice_for(client, user, 2)
     assert (await dev_pay(client, pr)).status == 200
-
-    async def credited_again():
-        return (await account(client, user))["creditTotal"] == 3
-
-    await wait_for(credited_again, within=15)
+    await credit_reaches(client, user, 3)
     status, body = await _readiness(client)
     assert status == 200, json.dumps(body)
 
@@ -149,14 +156,7 @@ async def test_a_payment_reported_without_its_amount_waits_instead_of_being_unde
 ):
     client = await make_client(settings.model_copy(update={"settlement_poll_seconds": 0.2}))
     _, _, pr = await invoice_for(client, user, 1)
-    # The node reports the invoice paid, but not how much it received.
-    await db.execute(
-        "CREATE FUNCTION forget_amount() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN NEW.amount_received_msat := NULL; RETURN NEW; END $$;"
-        "CREATE TRIGGER forget_amount BEFORE UPDATE ON dev_invoices FOR EACH ROW"
-        " EXECUTE FUNCTION forget_amount()"
-    )
-    try:
+    async with node_reports(db, "NEW.amount_received_msat := NULL"):
         assert (await dev_pay(client, pr)).status == 200
 
         async def noticed():
@@ -166,13 +166,7 @@ async def test_a_payment_reported_without_its_amount_waits_instead_of_being_unde
         await wait_for(noticed, within=15)  # asked again by a later poll, still without an answer
         assert await db.fetchval("SELECT status FROM offers") == "invoiced"
         assert (await account(client, user))["creditTotal"] == 0
-    finally:
-        await db.execute("DROP TRIGGER forget_amount ON dev_invoices; DROP FUNCTION forget_amount()")
     # The node knows the amount again: the payment is credited.
     await db.execute("UPDATE dev_invoices SET amount_received_msat = amount_msat WHERE bolt11 = $1", pr)
-
-    async def credited():
-        return (await account(client, user))["creditTotal"] == 1
-
-    await wait_for(credited, within=15)
+    await credit_reaches(client, user, 1)
     assert await db.fetchval("SELECT status FROM offers") == "paid"
