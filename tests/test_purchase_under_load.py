@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 
 import bolt11
 import pytest
@@ -12,7 +13,9 @@ from billing_helpers import callback, request_offer, sign_payment
 from fake_nodes import StatefulLnd
 from nostr_helpers import auth_params
 
+from satellite.billing.purchase import CLAIM_GRACE_SECONDS
 from satellite.config import LightningBackendName
+from satellite.db import offers
 from satellite.nostr.keys import SecretKey
 
 CALLBACKS = 20
@@ -103,3 +106,19 @@ async def test_one_offer_called_back_twenty_times_at_once_gets_one_invoice(make_
     answers = await asyncio.gather(*(callback(client, offer, payment) for _ in range(CALLBACKS)))
     assert sorted(r.status for r in answers) == [200] + [400] * (CALLBACKS - 1)
     assert await db.fetchval("SELECT count(*) FROM dev_invoices") == 1
+
+
+async def test_an_offer_claimed_by_a_process_that_died_is_free_again_later(make_client, settings, db, clock):
+    """A process killed while asking its node leaves the offer `invoicing`: refused at first, then, once
+    the claim is older than any node call could last, invoiced for whoever calls again."""
+    client = await make_client(settings)
+    [(offer, payment)] = await _signed_offers(client, 1)
+    now = datetime.fromtimestamp(clock(), UTC)
+    assert await offers.claim_for_invoicing(db, offer["offer"]["id"], now=now, stale_before=now)
+    resp = await callback(client, offer, payment)
+    assert resp.status == 400
+    assert "being made" in (await resp.json())["reason"]
+    clock.advance(settings.lightning_timeout_seconds + CLAIM_GRACE_SECONDS + 1)
+    again = await callback(client, offer, payment)
+    assert again.status == 200, await again.text()
+    assert await db.fetchval("SELECT status FROM offers") == "invoiced"

@@ -114,6 +114,9 @@ class OfferTerms:
     status: str
 
 
+BEING_INVOICED = "an invoice for this offer is being made: wait for it, or request a new offer"
+
+
 def check_against_offer(payment: CheckedPayment, offer: OfferTerms | None, *, now: int) -> None:
     if offer is None:
         raise PaymentError("unknown offer: request a new one from /account/credit")
@@ -121,9 +124,7 @@ def check_against_offer(payment: CheckedPayment, offer: OfferTerms | None, *, no
         raise PaymentError("this offer was made to another pubkey")
     if offer.status == "expired" or now >= offer.expires_at:
         raise PaymentError("this offer has expired: request a new one")
-    if offer.status == "invoicing":
-        raise PaymentError("an invoice for this offer is being made: wait for it, or request a new offer")
-    if offer.status != "offered":
+    if offer.status not in ("offered", "invoicing"):  # an `invoicing` claim may be stale: the claim decides
         raise PaymentError("this offer has already been used: request a new one")
     if payment.amount_msat != offer.amount_msat:
         raise PaymentError(f"amount must be exactly {offer.amount_msat} msat, as offered")

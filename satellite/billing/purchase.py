@@ -107,8 +107,8 @@ class Shop:
         claimed_at = await offers.claim_for_invoicing(
             self.pool, terms.id, now=moment, stale_before=moment - stale
         )
-        if claimed_at is None:  # another callback took it a moment ago, or it just lapsed
-            raise offer_events.PaymentError("this offer has already been used: request a new one")
+        if claimed_at is None:  # another callback holds it or took it a moment ago, or it just lapsed
+            raise offer_events.PaymentError(await self._why_not_free(terms.id))
         try:
             invoice = await self._ask_node(terms, raw_payment, now=int(now))
         except BaseException:
@@ -127,6 +127,14 @@ class Shop:
             raise offer_events.PaymentError("this offer has expired: request a new one")
         log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
         return invoice.bolt11
+
+    async def _why_not_free(self, offer_id: str) -> str:
+        row = await offers.get(self.pool, offer_id)
+        if row is not None and row.status == "invoicing":
+            return offer_events.BEING_INVOICED
+        if row is not None and row.status == "expired":
+            return "this offer has expired: request a new one"
+        return "this offer has already been used: request a new one"
 
     async def _ask_node(self, terms: offer_events.OfferTerms, raw_payment: str, *, now: int) -> Invoice:
         expiry = max(MIN_INVOICE_EXPIRY_SECONDS, terms.expires_at - now)
