@@ -95,6 +95,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             offer_ttl_seconds=settings.offer_ttl_seconds,
             relays=settings.relay_list,
             node_timeout_seconds=settings.lightning_timeout_seconds,
+            clock=app[CLOCK],
         )
         app[DEPS] = Deps(
             settings=settings,

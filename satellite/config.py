@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     exchange_rate_ttl_seconds: int = Field(60, ge=1)
     exchange_rate_stale_seconds: int = Field(900, ge=0)
     max_gb_months: int = Field(120, ge=1)
-    offer_ttl_seconds: int = Field(900, ge=60)
+    # At least two minutes: an offer with less than one minute left is not invoiced any more.
+    offer_ttl_seconds: int = Field(900, ge=120)
     free_storage_bytes: int = Field(0, ge=0)
     # Above the free allowance, an upload must leave this much prepaid time for storing everything the
     # account then holds (so a little credit cannot admit a file of any size).

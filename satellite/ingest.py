@@ -259,12 +259,12 @@ async def _chunks(stream: StreamReader, announced: Announced) -> AsyncIterator[b
         total += len(data)
         if announced.content_length is not None and total > announced.content_length:
             raise InvalidUpload(f"body is longer than its Content-Length ({announced.content_length})")
+        if announced.declared_size is not None and total > announced.declared_size:
+            raise InvalidUpload(f"body is larger than the size tag ({announced.declared_size} bytes)")
         if total > announced.max_bytes:
             raise TooLarge(f"upload exceeds the limit of {announced.max_bytes} bytes")
         if announced.room is not None and total > announced.room.bytes:
-            raise announced.room.refusal(total)
-        if announced.declared_size is not None and total > announced.declared_size:
-            raise InvalidUpload(f"body is larger than the size tag ({announced.declared_size} bytes)")
+            raise announced.room.refusal(total, size_known=announced.size is not None)
         yield data
 
 

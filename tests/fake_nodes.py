@@ -184,7 +184,8 @@ class StatefulLnd:
         self.subscribers: list[asyncio.Queue] = []
         self.macaroons: set[str] = set()
         self.invoice_delay = 0.0  # seconds before answering an invoice request: a slow or hung node
-        self._closing = asyncio.Event()
+        self._answer_now = asyncio.Event()  # ends every invoice request kept waiting by invoice_delay
+        self.invoice_requested = asyncio.Event()  # set when an invoice request arrives
         app = web.Application()
         app.router.add_post("/v1/invoices", self.add_invoice)
         app.router.add_get("/v1/invoice/{hash}", self.lookup)
@@ -200,9 +201,10 @@ class StatefulLnd:
 
     async def add_invoice(self, request: web.Request) -> web.Response:
         self.macaroons.add(request.headers.get("Grpc-Metadata-macaroon", ""))
+        self.invoice_requested.set()
         if self.invoice_delay:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.invoice_delay)
+                await asyncio.wait_for(self._answer_now.wait(), self.invoice_delay)
         if not self.up:
             return self._refuse()
         body = await request.json()
@@ -272,8 +274,12 @@ class StatefulLnd:
         for queue in self.subscribers:
             queue.put_nowait(None)
 
+    def answer_now(self) -> None:
+        """Answer every invoice request kept waiting, at once."""
+        self._answer_now.set()
+
     async def close(self) -> None:
         """End the streams and any request kept waiting, then stop."""
-        self._closing.set()
+        self.answer_now()
         self.go_down()
         await self.server.close()

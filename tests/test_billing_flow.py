@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+from datetime import UTC, datetime
 
 import asyncpg
 import bolt11
@@ -328,7 +329,13 @@ async def test_the_same_settlement_seen_many_times_credits_once(shop, user, db, 
     async with asyncpg.create_pool(paid_settings.database_url, min_size=1, max_size=8) as pool:
         outcomes = await asyncio.gather(
             *(
-                settle(pool, key, Payment(payment_hash, offer["amount"], 1_700_000_000, None), free_bytes=0)
+                settle(
+                    pool,
+                    key,
+                    Payment(payment_hash, offer["amount"], 1_700_000_000, None),
+                    free_bytes=0,
+                    now=datetime.now(UTC),
+                )
                 for _ in range(8)
             )
         )

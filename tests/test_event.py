@@ -374,6 +374,11 @@ def test_parse_event_with_one_field_replaced_only_raises_event_error(field, valu
         "\ud800",
         "NaN",
         "",
+        # Strict JSON only: readers of the same text must not see other values than were verified.
+        json.dumps(VALID)[:-1] + ', "extra": NaN}',
+        json.dumps(VALID)[:-1] + ', "extra": -Infinity}',
+        json.dumps(VALID)[:-1] + ', "content": "something else"}',
+        '{"tags": [], ' + json.dumps(VALID)[1:],
     ],
     ids=[
         "huge-int",
@@ -383,6 +388,10 @@ def test_parse_event_with_one_field_replaced_only_raises_event_error(field, valu
         "lone-surrogate",
         "nan",
         "empty",
+        "nan-in-event",
+        "infinity-in-event",
+        "content-twice",
+        "tags-twice",
     ],
 )
 def test_parse_event_hostile_text_is_an_event_error(text):

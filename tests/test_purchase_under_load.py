@@ -122,3 +122,31 @@ async def test_an_offer_claimed_by_a_process_that_died_is_free_again_later(make_
     again = await callback(client, offer, payment)
     assert again.status == 200, await again.text()
     assert await db.fetchval("SELECT status FROM offers") == "invoiced"
+
+
+async def test_an_offer_about_to_expire_is_not_invoiced(make_client, settings, db, clock):
+    client = await make_client(settings)
+    [(offer, payment)] = await _signed_offers(client, 1)
+    clock.advance(settings.offer_ttl_seconds - 59)  # 59 s left: too little for a wallet to pay
+    resp = await callback(client, offer, payment)
+    assert resp.status == 400
+    assert "expires too soon" in (await resp.json())["reason"]
+    assert await db.fetchval("SELECT count(*) FROM dev_invoices") == 0
+
+
+async def test_an_invoice_the_node_makes_after_its_offer_lapsed_is_never_handed_out(
+    make_client, settings, lnd, db, clock
+):
+    client = await make_client(on_lnd(settings, lnd))
+    [(offer, payment)] = await _signed_offers(client, 1)
+    clock.advance(settings.offer_ttl_seconds - 61)  # just payable when the callback starts
+    lnd.invoice_delay = 3600
+    call = asyncio.ensure_future(callback(client, offer, payment))
+    await asyncio.wait_for(lnd.invoice_requested.wait(), 10)
+    clock.advance(120)  # the offer lapses while the node works
+    lnd.answer_now()
+    resp = await asyncio.wait_for(call, 10)
+    assert resp.status == 400
+    assert "expired" in (await resp.json())["reason"]
+    assert len(lnd.invoices) == 1  # the node made one; nobody got it
+    assert await db.fetchval("SELECT bolt11 FROM offers") is None

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import os
+import time
 
 from billing_helpers import account, dev_pay, invoice_for, wait_for
+from nostr_helpers import auth_params
 
+from satellite.nostr.keys import SecretKey
 from satellite.supervisor import Supervisor
 
 
@@ -73,6 +78,11 @@ async def test_stop_cancels_running_tasks():
     await asyncio.wait_for(job.working.wait(), 5)
     await supervisor.stop()
     assert supervisor.states()["job"].running is False
+
+
+async def upload(client, key, body: bytes):
+    data = io.BytesIO(body)
+    return await client.put("/item", params=auth_params(key, "Authorize Upload"), data=data)
 
 
 async def _readiness(client) -> tuple[int, dict]:
@@ -170,3 +180,37 @@ async def test_a_payment_reported_without_its_amount_waits_instead_of_being_unde
     await db.execute("UPDATE dev_invoices SET amount_received_msat = amount_msat WHERE bolt11 = $1", pr)
     await credit_reaches(client, user, 1)
     assert await db.fetchval("SELECT status FROM offers") == "paid"
+
+
+async def test_an_invoice_the_node_reports_absurdly_holds_up_no_other(make_client, settings, db, capsys):
+    client = await make_client(settings.model_copy(update={"settlement_poll_seconds": 0.2}))
+    poisoned, fine = SecretKey.generate(), SecretKey.generate()
+    _, _, first = await invoice_for(client, poisoned, 1)
+    _, _, second = await invoice_for(client, fine, 1)
+    # The node says the first was paid in the year 20000: no date type can even read that back.
+    async with node_reports(db, "NEW.settled_at := '20000-01-01'"):
+        assert (await dev_pay(client, first)).status == 200
+    assert (await dev_pay(client, second)).status == 200
+    await credit_reaches(client, fine, 1)
+    assert (await account(client, poisoned))["creditTotal"] == 0
+    assert await db.fetchval("SELECT status FROM offers WHERE bolt11 = $1", first) == "invoiced"
+    assert "checking one open invoice failed" in capsys.readouterr().out
+
+
+async def test_a_node_clock_ahead_of_ours_never_advances_the_meter_into_the_future(
+    make_client, settings, user, db
+):
+    client = await make_client(settings.model_copy(update={"free_storage_bytes": 0}))
+    _, _, pr = await invoice_for(client, user, 1)
+    assert (await dev_pay(client, pr)).status == 200
+    await credit_reaches(client, user, 1)
+    assert (await upload(client, user, os.urandom(5_000_000))).status == 200
+    _, _, pr = await invoice_for(client, user, 1)
+    async with node_reports(db, "NEW.settled_at := now() + interval '1 day'"):
+        assert (await dev_pay(client, pr)).status == 200
+        await credit_reaches(client, user, 2)
+    acct = await account(client, user)
+    # A day of 5 MB would be 1.7e-4 GB-months; what has really been stored is seconds' worth.
+    assert acct["usageTotal"] < 1e-6, acct["usageTotal"]
+    receipt = acct["transactions"][-1]["receipt"]
+    assert receipt["created_at"] <= time.time() + 1

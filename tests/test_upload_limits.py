@@ -269,5 +269,29 @@ async def test_a_chunked_body_is_read_no_further_than_the_accounts_room(
     [line] = [ln for ln in capsys.readouterr().out.splitlines() if "request" in ln and "status=402" in ln]
     received = int(line.split("bytes_in=")[1].split()[0])
     assert room < received < room + 4 * 1024 * 1024, received
+    assert "size was not announced" in line  # what it says to buy covers only what was read
     assert await db.fetchval("SELECT count(*) FROM files") == 0
     assert temp_files(settings) == []
+
+
+async def test_a_chunked_body_longer_than_its_size_tag_is_a_bad_request_not_a_missing_credit(
+    make_client, settings, user, db
+):
+    client = await make_client(settings.model_copy(update={"free_storage_bytes": 500_000}))
+    key_tags = [["size", "1000"]]
+    url = client.make_url("/item").with_query(auth_params(user, "Authorize Upload", key_tags))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(
+            f"PUT {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host}\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + chunked(os.urandom(1_000_000))
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"larger than the size tag" in answer

@@ -36,7 +36,7 @@ async def request_credit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     event = await authorize(request, Action.REQUEST_STORAGE)
     gb_months = _gb_months(event.first_tag("gb_months"), deps.settings.max_gb_months)
-    offer = await deps.shop.make_offer(buyer=event.pubkey, gb_months=gb_months, now=deps.clock())
+    offer = await deps.shop.make_offer(buyer=event.pubkey, gb_months=gb_months)
     return web.json_response(
         {
             "callback": callback_url(deps),
@@ -53,9 +53,7 @@ async def lnurl_callback(request: web.Request) -> web.Response:
     whose description hash is sha256 of the 9734 JSON exactly as received (errors in LUD-06's shape)."""
     request[LNURL_ERRORS] = True
     deps = request.app[DEPS]
-    pr = await deps.shop.invoice(
-        request.query.get("nostr", ""), amount_param=request.query.get("amount"), now=deps.clock()
-    )
+    pr = await deps.shop.invoice(request.query.get("nostr", ""), amount_param=request.query.get("amount"))
     return web.json_response({"pr": pr, "routes": []})
 
 
@@ -95,8 +93,10 @@ async def dev_pay(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("bolt11"), str):
         raise ApiError(400, 'body must be JSON: {"bolt11": ...}')
     amount = body.get("amount_msat")
-    if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0):
-        raise ApiError(400, "amount_msat must be a positive integer")
+    if amount is not None and (
+        not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount < 2**63
+    ):
+        raise ApiError(400, "amount_msat must be a positive integer of at most 63 bits")
     try:
         payment_hash, paid = await pay_dev_invoice(deps.pool, body["bolt11"], amount_msat=amount)
     except DevPaymentError as exc:

@@ -114,6 +114,9 @@ class OfferTerms:
     status: str
 
 
+# An invoice expires with its offer, so an offer this close to its end is not invoiced: a wallet would not
+# have the time to pay.
+MIN_PAYABLE_SECONDS = 60
 BEING_INVOICED = "an invoice for this offer is being made: wait for it, or request a new offer"
 
 
@@ -124,6 +127,8 @@ def check_against_offer(payment: CheckedPayment, offer: OfferTerms | None, *, no
         raise PaymentError("this offer was made to another pubkey")
     if offer.status == "expired" or now >= offer.expires_at:
         raise PaymentError("this offer has expired: request a new one")
+    if offer.expires_at - now < MIN_PAYABLE_SECONDS:
+        raise PaymentError("this offer expires too soon to be paid: request a new one")
     if offer.status not in ("offered", "invoicing"):  # an `invoicing` claim may be stale: the claim decides
         raise PaymentError("this offer has already been used: request a new one")
     if payment.amount_msat != offer.amount_msat:

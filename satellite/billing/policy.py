@@ -29,8 +29,16 @@ class Room:
         if extra_bytes > self.bytes:
             raise self.refusal(extra_bytes)
 
-    def refusal(self, extra_bytes: int) -> QuotaExceeded:
-        return self.policy.refusal(self.policy.shortfall(self.balance, extra_bytes))
+    def refusal(self, extra_bytes: int, *, size_known: bool = True) -> QuotaExceeded:
+        """The refusal of `extra_bytes` more; when the upload's full size is not known (a chunked body
+        cut off at the room), what it says to buy covers only the bytes received so far."""
+        note = (
+            ""
+            if size_known
+            else f"; the upload's size was not announced, so this covers only its first {extra_bytes}"
+            " bytes: send a size tag or Content-Length to learn the exact amount"
+        )
+        return self.policy.refusal(self.policy.shortfall(self.balance, extra_bytes), note=note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +64,14 @@ class AccountPolicy:
         covered = whole_quotient(remaining, self.min_prepaid_seconds) if remaining > 0 else 0
         return Room(max(0, covered + self.free_bytes - balance.storage_bytes), self, balance)
 
-    def refusal(self, shortfall_byte_seconds: Decimal) -> QuotaExceeded:
+    def refusal(self, shortfall_byte_seconds: Decimal, *, note: str = "") -> QuotaExceeded:
         whole, part = divmod(shortfall_byte_seconds, BYTE_SECONDS_PER_GB_MONTH)
         gb_months = max(1, int(whole) + (1 if part else 0))
         unit = "GB-month" if gb_months == 1 else "GB-months"
         return QuotaExceeded(
             f"not enough storage credit for this upload: buy at least {gb_months} {unit} with"
             f" GET /account/credit (an upload must leave {_duration(self.min_prepaid_seconds)} of prepaid"
-            " storage for everything the account then stores)",
+            f" storage for everything the account then stores){note}",
             shortfall_byte_seconds=shortfall_byte_seconds,
             gb_months_needed=gb_months,
         )

@@ -10,6 +10,8 @@ is older than the deadline allows, and lapses with its offer.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +30,6 @@ from satellite.nostr.event import Event
 from satellite.nostr.keys import SecretKey
 
 log = structlog.get_logger("satellite.purchase")
-MIN_INVOICE_EXPIRY_SECONDS = 60
 # A claim older than the node's deadline by this much belongs to a caller that is gone.
 CLAIM_GRACE_SECONDS = 30
 
@@ -52,10 +53,12 @@ class Shop:
     offer_ttl_seconds: int
     relays: list[str]
     node_timeout_seconds: float
+    clock: Callable[[], float] = time.time
 
-    async def make_offer(self, *, buyer: str, gb_months: int, now: float) -> Offer:
+    async def make_offer(self, *, buyer: str, gb_months: int) -> Offer:
         """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
         quote = await self.pricing.quote(gb_months)
+        now = self.clock()
         created_at = int(now)
         expires_at = created_at + self.offer_ttl_seconds
         event = offer_events.make_offer(
@@ -81,9 +84,9 @@ class Shop:
         )
         return Offer(event=event, amount_msat=quote.amount_msat, rate_usd=quote.rate_usd, payment=payment)
 
-    async def invoice(self, raw_payment: str, *, amount_param: str | None, now: float) -> str:
+    async def invoice(self, raw_payment: str, *, amount_param: str | None) -> str:
         """The BOLT11 invoice for the offer a signed 9734 names, for exactly the offer's amount and with
-        sha256(raw_payment) as its description hash.
+        sha256(raw_payment) as its description hash, expiring with the offer.
 
         Raises PaymentError (the 9734 or its offer is unacceptable), LightningUnavailable or
         LightningMisbehaved."""
@@ -100,6 +103,7 @@ class Shop:
                 expires_at=int(row.expires_at.timestamp()),
                 status=row.status,
             )
+        now = self.clock()
         offer_events.check_against_offer(payment, terms, now=int(now))
         assert terms is not None
         moment = datetime.fromtimestamp(now, UTC)
@@ -121,9 +125,9 @@ class Shop:
             payment=raw_payment,
             bolt11=invoice.bolt11,
             payment_hash=invoice.payment_hash,
-            now=datetime.fromtimestamp(now, UTC),
+            now=datetime.fromtimestamp(self.clock(), UTC),
         )
-        if not recorded:
+        if not recorded:  # the offer lapsed while the node worked: this invoice is never handed out
             raise offer_events.PaymentError("this offer has expired: request a new one")
         log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
         return invoice.bolt11
@@ -137,7 +141,7 @@ class Shop:
         return "this offer has already been used: request a new one"
 
     async def _ask_node(self, terms: offer_events.OfferTerms, raw_payment: str, *, now: int) -> Invoice:
-        expiry = max(MIN_INVOICE_EXPIRY_SECONDS, terms.expires_at - now)
+        expiry = terms.expires_at - now  # at least offers.MIN_PAYABLE_SECONDS, checked before
         try:
             async with asyncio.timeout(self.node_timeout_seconds):
                 invoice = await self.lightning.create_invoice(

@@ -23,6 +23,7 @@ from satellite.db import accounts, offers
 from satellite.nostr.keys import SecretKey
 
 log = structlog.get_logger("satellite.settle")
+MAX_MSAT = 2**63 - 1  # amounts are PostgreSQL bigints; BOLT11 amounts are far below this
 
 
 class Outcome(StrEnum):
@@ -31,6 +32,7 @@ class Outcome(StrEnum):
     ALREADY_DONE = "already_done"
     UNKNOWN_INVOICE = "unknown_invoice"
     INVALID_INVOICE = "invalid_invoice"
+    INVALID_PAYMENT = "invalid_payment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,20 @@ def invoice_matches(pr: str, *, amount_msat: int, description: str) -> bool:
     return decoded.amount_msat == amount_msat and decoded.description_hash == wanted_hash
 
 
-async def settle(pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *, free_bytes: int) -> Outcome:
+async def settle(
+    pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *, free_bytes: int, now: datetime
+) -> Outcome:
+    """Credit a paid invoice once. What the node reports is not trusted further than it must be: a
+    payment time ahead of our clock (a node's clock, or a value out of range) counts as `now`, so the
+    meter is never advanced into the future; an amount no invoice could carry is not settled."""
+    if not 0 <= payment.amount_received_msat <= MAX_MSAT:
+        log.error(
+            "node reported an impossible amount received; not settled",
+            payment_hash=payment.payment_hash,
+            msat=payment.amount_received_msat,
+        )
+        return Outcome.INVALID_PAYMENT
+    settled_at = min(max(payment.settled_at, 0), int(now.timestamp()))
     async with pool.acquire() as conn, conn.transaction():
         offer = await offers.lock_by_payment_hash(conn, payment.payment_hash)
         if offer is None:
@@ -72,7 +87,7 @@ async def settle(pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *
         if offer.status != "invoiced":
             return Outcome.ALREADY_DONE
         assert offer.bolt11 is not None and offer.payment is not None
-        paid_at = datetime.fromtimestamp(payment.settled_at, UTC)
+        paid_at = datetime.fromtimestamp(settled_at, UTC)
         if not invoice_matches(offer.bolt11, amount_msat=offer.amount_msat, description=offer.payment):
             log.error("stored invoice does not match its offer; not crediting", offer=offer.id)
             return Outcome.INVALID_INVOICE
@@ -103,7 +118,7 @@ async def settle(pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *
             payment_raw=offer.payment,
             bolt11=offer.bolt11,
             preimage=preimage,
-            paid_at=payment.settled_at,
+            paid_at=settled_at,
         )
         await accounts.ensure(conn, offer.pubkey, paid_at)
         await accounts.add_credit(

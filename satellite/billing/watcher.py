@@ -137,25 +137,34 @@ class SettlementWatcher:
             await asyncio.sleep(self.poll_seconds)
 
     async def poll_once(self) -> None:
-        """Ask the node about every open invoice; settle the paid ones, close the lapsed ones."""
+        """Ask the node about every open invoice; settle the paid ones, close the lapsed ones. One
+        invoice that cannot be handled (whatever the node says of it) holds up none of the others."""
         await offers.expire_unpaid_offers(self.pool, self._now())
         for offer in await offers.invoiced(self.pool):
             assert offer.payment_hash is not None
-            status = await self.backend.invoice_status(offer.payment_hash)
-            if status.state is InvoiceState.SETTLED and status.amount_received_msat is None:
-                self._amount_unknown(offer.payment_hash)
-            elif status.state is InvoiceState.SETTLED:
-                await self.settle_one(
-                    Payment(
-                        offer.payment_hash,
-                        status.amount_received_msat,
-                        status.settled_at or int(self.clock()),
-                        status.preimage,
-                    )
+            try:
+                await self._check(offer.id, offer.payment_hash)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception:
+                log.exception("checking one open invoice failed; going on with the others", offer=offer.id)
+
+    async def _check(self, offer_id: str, payment_hash: str) -> None:
+        status = await self.backend.invoice_status(payment_hash)
+        if status.state is InvoiceState.SETTLED and status.amount_received_msat is None:
+            self._amount_unknown(payment_hash)
+        elif status.state is InvoiceState.SETTLED:
+            await self.settle_one(
+                Payment(
+                    payment_hash,
+                    status.amount_received_msat,
+                    status.settled_at or int(self.clock()),
+                    status.preimage,
                 )
-            elif status.state is InvoiceState.EXPIRED:
-                await offers.mark_expired(self.pool, offer.id)
-                log.info("invoice expired unpaid", offer=offer.id)
+            )
+        elif status.state is InvoiceState.EXPIRED:
+            await offers.mark_expired(self.pool, offer_id)
+            log.info("invoice expired unpaid", offer=offer_id)
 
     def _amount_unknown(self, payment_hash: str) -> None:
         log.warning(
@@ -164,7 +173,7 @@ class SettlementWatcher:
         )
 
     async def settle_one(self, payment: Payment) -> None:
-        await settle(self.pool, self.service_key, payment, free_bytes=self.free_bytes)
+        await settle(self.pool, self.service_key, payment, free_bytes=self.free_bytes, now=self._now())
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

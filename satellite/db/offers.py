@@ -99,11 +99,12 @@ async def mark_invoiced(
     payment_hash: str,
     now: datetime,
 ) -> bool:
-    """invoicing -> invoiced, for the claim made at `claimed_at`; False if that claim no longer holds
-    (the offer expired meanwhile)."""
+    """invoicing -> invoiced, for the claim made at `claimed_at`, unless the offer has expired by `now`;
+    False if that claim no longer holds."""
     status = await db.execute(
         "UPDATE offers SET status = 'invoiced', payment = $3, bolt11 = $4, payment_hash = $5,"
-        " invoiced_at = $6 WHERE id = $1 AND status = 'invoicing' AND invoicing_at = $2",
+        " invoiced_at = $6"
+        " WHERE id = $1 AND status = 'invoicing' AND invoicing_at = $2 AND expires_at > $6",
         offer_id,
         claimed_at,
         payment,

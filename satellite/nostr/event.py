@@ -115,10 +115,23 @@ def event_from_obj(obj: object) -> Event:
     )
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("an object has the same key twice")  # readers would disagree on its value
+    return obj
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_event(text: str) -> Event:
-    """Parse event JSON text; raises EventError naming the first rule broken."""
+    """Parse event JSON text; raises EventError naming the first rule broken. Only strict JSON: no
+    NaN or Infinity, and no key twice in an object (other readers of the same text, such as the
+    wallet checking an invoice's description, could see other values than we verified)."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     # ValueError, not only JSONDecodeError: a number longer than Python's int-parsing limit (4300 digits)
     # raises a plain ValueError, which would otherwise escape as a 500.
     except (ValueError, RecursionError) as exc:
