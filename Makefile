@@ -1,4 +1,4 @@
-# Two commands matter: `make run` and `make test`. Both create the virtualenv on first use.
+# Two commands matter: `make run` and `make test` (ruff, mypy, pytest). Both create the virtualenv on first use.
 # Settings are environment variables; `make run PORT=8123 DATA_DIR=/some/dir` passes them through.
 
 PYTHON ?= python3
@@ -27,11 +27,13 @@ migrate: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import TypedDict
 
 import aiohttp
 import structlog
@@ -36,13 +37,22 @@ from satellite.supervisor import Supervisor
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
 WATCHER = web.AppKey("watcher", SettlementWatcher)
+
+
 # The auth event travels in the query string: a request line must fit the largest event we accept,
 # percent-encoded (up to 9 characters per character for non-ASCII text).
 # read_bufsize: how much request body a connection buffers before reading pauses; the default 64 KiB
 # makes a large upload stop and restart the socket's reading every few hundred KiB.
 # auto_decompress: never inflate a request body; limits apply to the bytes stored, and an encoded upload
 # is refused (ingest.announce).
-HTTP_LIMITS = {
+class HttpLimits(TypedDict):
+    max_line_size: int
+    max_field_size: int
+    read_bufsize: int
+    auto_decompress: bool
+
+
+HTTP_LIMITS: HttpLimits = {
     "max_line_size": 9 * MAX_AUTH_CHARS + 4096,
     "max_field_size": 16 * 1024,
     "read_bufsize": 1 << 20,
@@ -51,7 +61,7 @@ HTTP_LIMITS = {
 PRUNE_EVERY_SECONDS = 60
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
+async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stack:
         dsn = settings.database_url

@@ -46,5 +46,5 @@ class Deps:
 
 DEPS = web.AppKey("deps", Deps)
 SETTINGS = web.AppKey("settings", Settings)
-CLOCK = web.AppKey("clock", Clock)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

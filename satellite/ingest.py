@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -245,7 +245,7 @@ async def spool(stream: StreamReader, announced: Announced, *, staging_dir: Path
         raise
 
 
-async def _chunks(stream: StreamReader, announced: Announced) -> AsyncIterator[bytes]:
+async def _chunks(stream: StreamReader, announced: Announced) -> AsyncGenerator[bytes, None]:
     """The body as it arrives: never more than Content-Length, the limit, the account's room or the size
     tag allows."""
     total = 0

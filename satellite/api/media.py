@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 import structlog
@@ -173,11 +173,11 @@ async def _send_multipart(
     return response
 
 
-def _read(deps: Deps, sha256: str, part: ByteRange) -> AsyncIterator[bytes]:
+def _read(deps: Deps, sha256: str, part: ByteRange) -> AsyncGenerator[bytes, None]:
     return deps.storage.read(sha256, part.start, part.stop)
 
 
-async def _opened(deps: Deps, sha256: str, part: ByteRange) -> AsyncIterator[bytes]:
+async def _opened(deps: Deps, sha256: str, part: ByteRange) -> AsyncGenerator[bytes, None]:
     """The range's chunks with the first one already fetched, so a missing or unreachable object is
     answered 404 or 503 instead of a response cut after its headers."""
     chunks = _read(deps, sha256, part)
@@ -192,7 +192,7 @@ async def _opened(deps: Deps, sha256: str, part: ByteRange) -> AsyncIterator[byt
         log.error("storage unavailable", sha256=sha256, error=str(exc))
         raise ApiError(503, "storage is unavailable: try again shortly") from None
 
-    async def rest() -> AsyncIterator[bytes]:
+    async def rest() -> AsyncGenerator[bytes, None]:
         try:
             if first:
                 yield first

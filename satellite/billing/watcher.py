@@ -34,6 +34,8 @@ from satellite.nostr.keys import SecretKey
 log = structlog.get_logger("satellite.watcher")
 WATCHER_LOCK = 0x5A7E_0009
 MAX_BACKOFF_SECONDS = 60.0
+# What breaks the stream for a while: the node or the database away. Retried here, with backoff.
+STREAM_FAILURES: tuple[type[BaseException], ...] = (BackendUnavailable, *TRANSIENT_ERRORS)
 
 
 class SettlementWatcher:
@@ -114,7 +116,7 @@ class SettlementWatcher:
                     await offers.save_cursor(self.pool, self.backend.name, item.cursor, self._now())
                     backoff = 1.0
                 log.warning("settlement stream ended; reconnecting", backend=self.backend.name)
-            except (BackendUnavailable, *TRANSIENT_ERRORS) as exc:
+            except STREAM_FAILURES as exc:
                 log.warning(
                     "settlement stream failed; retrying",
                     backend=self.backend.name,
@@ -151,13 +153,14 @@ class SettlementWatcher:
 
     async def _check(self, offer_id: str, payment_hash: str) -> None:
         status = await self.backend.invoice_status(payment_hash)
-        if status.state is InvoiceState.SETTLED and status.amount_received_msat is None:
+        received = status.amount_received_msat
+        if status.state is InvoiceState.SETTLED and received is None:
             self._amount_unknown(payment_hash)
-        elif status.state is InvoiceState.SETTLED:
+        elif status.state is InvoiceState.SETTLED and received is not None:
             await self.settle_one(
                 Payment(
                     payment_hash,
-                    status.amount_received_msat,
+                    received,
                     status.settled_at or int(self.clock()),
                     status.preimage,
                 )

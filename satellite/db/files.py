@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -66,12 +66,13 @@ async def list_files(db: Executor, pubkey: str) -> list[FileRow]:
 
 async def delete_file(conn: Connection, pubkey: str, sha256: str) -> int | None:
     """Remove the owner's file row; returns the blob size, or None if they did not own it."""
-    return await conn.fetchval(
+    size: int | None = await conn.fetchval(
         "DELETE FROM files f USING blobs b WHERE f.pubkey = $1 AND f.sha256 = $2 AND b.sha256 = f.sha256"
         " RETURNING b.size",
         pubkey,
         sha256,
     )
+    return size
 
 
 async def delete_blob_if_unowned(conn: Connection, sha256: str) -> bool:
@@ -92,7 +93,7 @@ async def is_blocked(db: Executor, sha256: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def blob_locked(conn: Connection, sha256: str) -> AsyncIterator[None]:
+async def blob_locked(conn: Connection, sha256: str) -> AsyncGenerator[None, None]:
     """The blob's session-level lock, held across a commit and the storage call that follows it: the
     same lock `commit_upload` takes for its transaction."""
     await conn.execute("SELECT pg_advisory_lock(blob_lock_key($1))", sha256)

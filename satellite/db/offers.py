@@ -61,7 +61,7 @@ async def claim_for_invoicing(
 ) -> datetime | None:
     """offered -> invoicing (or a claim whose caller vanished before `stale_before`), unless the offer
     has lapsed. Returns the claim's time, which identifies it, or None if the offer was not free."""
-    return await db.fetchval(
+    claimed_at: datetime | None = await db.fetchval(
         "UPDATE offers SET status = 'invoicing', invoicing_at = $2"
         " WHERE id = $1 AND expires_at > $2"
         " AND (status = 'offered' OR (status = 'invoicing' AND invoicing_at < $3))"
@@ -70,6 +70,7 @@ async def claim_for_invoicing(
         now,
         stale_before,
     )
+    return claimed_at
 
 
 async def release_claim(db: Executor, offer_id: str, claimed_at: datetime) -> None:
@@ -173,7 +174,8 @@ async def transactions(db: Executor, pubkey: str) -> list[dict[str, Any]]:
 
 
 async def load_cursor(db: Executor, backend: str) -> str | None:
-    return await db.fetchval("SELECT cursor FROM lightning_cursors WHERE backend = $1", backend)
+    cursor: str | None = await db.fetchval("SELECT cursor FROM lightning_cursors WHERE backend = $1", backend)
+    return cursor
 
 
 async def save_cursor(db: Executor, backend: str, cursor: str, now: datetime) -> None:

@@ -35,7 +35,7 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     the only session state we take (a blob's advisory lock while deleting) is released by its owner."""
 
 
-class BoundedPool(asyncpg.Pool):
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg has no type information
     """A pool whose every acquisition (explicit, or inside `pool.fetch` and friends) waits at most
     `acquire_timeout` seconds for a free connection, then raises DatabaseBusy (answered 503)."""
 
@@ -79,10 +79,10 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     # pgserver prints its progress to stdout; keep the server's output to our own log lines.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
+        server = get_server(data_dir / "postgres", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:

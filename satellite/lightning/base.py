@@ -6,7 +6,7 @@ settings) and closed with `aclose()`. Amounts are integer millisatoshis; times a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -71,7 +71,7 @@ class LightningBackend(Protocol):
         """Never raises on node errors: returns UNKNOWN with `error` set."""
         ...
 
-    def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+    def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:
         """Settled invoices after `cursor` (None: from now on, or from the start where the node allows),
         as they happen. Raises on disconnect; never retries by itself."""
         ...

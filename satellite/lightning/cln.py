@@ -19,7 +19,7 @@ CLNRest maps `POST /v1/<rpc method>` with a JSON body of parameters onto lightni
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +127,8 @@ class ClnBackend(RemoteNode):
         if not isinstance(invoices, list) or not invoices:
             return InvoiceStatus(InvoiceState.UNKNOWN, error="CLN has no such invoice")
         invoice = invoices[0]
-        state = _STATES.get(invoice.get("status")) if isinstance(invoice, dict) else None
-        if state is None:
+        state = _STATES.get(str(invoice.get("status"))) if isinstance(invoice, dict) else None
+        if state is None or not isinstance(invoice, dict):
             return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from CLN: {text[:200]}")
         if state is not InvoiceState.SETTLED:
             return InvoiceStatus(state)
@@ -142,7 +142,7 @@ class ClnBackend(RemoteNode):
         except (KeyError, TypeError, ValueError):
             return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from CLN: {text[:200]}")
 
-    async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+    async def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:
         last = _parse_cursor(cursor)
         while True:
             body: dict[str, int] = {"timeout": self._long_poll_s}

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -96,7 +96,7 @@ class DevBackend:
             return InvoiceStatus(InvoiceState.EXPIRED)
         return InvoiceStatus(InvoiceState.PENDING)
 
-    async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+    async def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:
         if cursor is None:
             position = await self.pool.fetchval("SELECT COALESCE(max(settle_index), 0) FROM dev_invoices")
         else:

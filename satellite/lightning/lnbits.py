@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
@@ -122,7 +123,8 @@ class LnbitsBackend(RemoteNode):
             return InvoiceStatus(
                 InvoiceState.UNKNOWN, error=f"LNbits answered {status}: {_node_message(data, text)}"
             )
-        details = data.get("details") if isinstance(data.get("details"), dict) else {}
+        found = data.get("details")
+        details: dict[str, Any] = found if isinstance(found, dict) else {}
         if data["paid"] is True:
             return InvoiceStatus(
                 InvoiceState.SETTLED,
@@ -137,7 +139,7 @@ class LnbitsBackend(RemoteNode):
             return InvoiceStatus(InvoiceState.EXPIRED)
         return InvoiceStatus(InvoiceState.PENDING)
 
-    async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+    async def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:
         # `cursor` cannot resume anything here (see the module docstring): the stream starts from now.
         status, data, text = await self._http.request("GET", "/api/v1/wallet")
         if status != 200:

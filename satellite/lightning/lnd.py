@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,7 +136,7 @@ class LndBackend(RemoteNode):
         except (KeyError, TypeError, ValueError, binascii.Error):
             return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from LND: {text[:200]}")
 
-    async def settlements(self, cursor: str | None) -> AsyncIterator[Settlement]:
+    async def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:
         after = _parse_cursor(cursor)
         url = f"{self._base}/v1/invoices/subscribe"
         if after is not None:
@@ -186,7 +186,7 @@ def _settlement(line: bytes) -> Settlement | None:
         raise BackendUnavailable(f"LND sent a settled invoice without its fields: {line[:200]!r}") from None
 
 
-async def _json_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+async def _json_lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
     """Newline-delimited records, however the chunks are cut (no line-length limit of readline)."""
     buffer = b""
     async for chunk in content.iter_any():

@@ -30,7 +30,10 @@ def _bech32_decode(text: str, expected_hrp: str) -> bytes:
 
 
 def _bech32_encode(hrp: str, raw: bytes) -> str:
-    return bech32.bech32_encode(hrp, bech32.convertbits(raw, 8, 5))
+    words = bech32.convertbits(raw, 8, 5)
+    assert words is not None  # only a 5-to-8 conversion can fail
+    encoded: str = bech32.bech32_encode(hrp, words)
+    return encoded
 
 
 def npub_encode(pubkey_hex: str) -> str:
@@ -77,7 +80,8 @@ class SecretKey:
     @property
     def pubkey(self) -> str:
         """x-only public key, hex (the Nostr pubkey)."""
-        return self._key.pubkey.serialize()[1:].hex()
+        compressed: bytes = self._key.pubkey.serialize()
+        return compressed[1:].hex()
 
     @property
     def nsec(self) -> str:
@@ -88,7 +92,8 @@ class SecretKey:
         return npub_encode(self.pubkey)
 
     def sign_hash(self, digest: bytes) -> bytes:
-        return self._key.schnorr_sign(digest, None, raw=True)
+        signature: bytes = self._key.schnorr_sign(digest, None, raw=True)
+        return signature
 
     def sign_event(self, *, kind: int, content: str, tags: list[list[str]], created_at: int) -> Event:
         pubkey = self.pubkey

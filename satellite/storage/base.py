@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Protocol
 
@@ -32,12 +32,12 @@ class BlobStorage(Protocol):
     def local_path(self, sha256: str) -> Path | None:
         """A path the server can sendfile from, or None when the blob is not on a local disk."""
 
-    def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+    def read(self, sha256: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of the blob, in chunks. Raises BlobMissing before the first chunk if the
         blob is not there."""
         ...
 
-    def list_blobs(self) -> AsyncIterator[tuple[str, float]]:
+    def list_blobs(self) -> AsyncGenerator[tuple[str, float], None]:
         """Every stored blob as (sha256, last-modified Unix time), in no particular order."""
         ...
 

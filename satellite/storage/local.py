@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from satellite.staging import create_spool, remove_spool
@@ -71,7 +71,7 @@ class LocalStorage:
     async def delete(self, sha256: str) -> None:
         await asyncio.to_thread(self.path_for(sha256).unlink, True)
 
-    async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         try:
             handle = await asyncio.to_thread(open, self.path_for(sha256), "rb")
         except FileNotFoundError:
@@ -98,7 +98,7 @@ class LocalStorage:
                     continue
         return found
 
-    async def list_blobs(self) -> AsyncIterator[tuple[str, float]]:
+    async def list_blobs(self) -> AsyncGenerator[tuple[str, float], None]:
         for item in await asyncio.to_thread(self._list_sync):
             yield item
 

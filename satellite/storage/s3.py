@@ -13,7 +13,7 @@ import asyncio
 import base64
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,7 @@ class S3Storage:
         except TRANSPORT_ERRORS as exc:
             raise self._unavailable("DeleteObject", key, exc) from exc
 
-    async def list_blobs(self) -> AsyncIterator[tuple[str, float]]:
+    async def list_blobs(self) -> AsyncGenerator[tuple[str, float], None]:
         """Every object under the prefix whose name is a sha256, with its last-modified time."""
         prefix = self.config.prefix
         try:
@@ -307,7 +307,7 @@ class S3Storage:
         except (ClientError, *TRANSPORT_ERRORS) as exc:
             raise self._unavailable("ListObjectsV2", prefix, exc) from exc
 
-    async def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def read(self, sha256: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) by one ranged GET, streamed. BlobMissing comes before the first chunk."""
         key = self.key_for(sha256)
         if end <= start:
