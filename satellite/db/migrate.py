@@ -80,7 +80,8 @@ async def migrate(conn: asyncpg.Connection, source: Traversable = MIGRATIONS) ->
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         await conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
-        done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")}
+        rows = await conn.fetch("SELECT name, checksum FROM schema_migrations")
+        done = {r["name"]: r["checksum"] for r in rows}
         for migration in known:
             if migration.name in done:
                 _check_unchanged(migration, done[migration.name])
