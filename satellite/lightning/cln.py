@@ -35,9 +35,8 @@ from satellite.lightning.base import (
     Settlement,
 )
 from satellite.lightning.node_http import (
-    HASH_RE,
-    NodeHttp,
     RemoteNode,
+    check_url,
     invoice_from_bolt11,
     node_message,
     ssl_context,
@@ -53,9 +52,14 @@ class ClnConfig:
     rune: str = field(repr=False)  # needs invoice, listinvoices and waitanyinvoice
     tls_cert_path: Path | None = None
 
+    def __post_init__(self) -> None:
+        check_url("CLNRest", self.url)
+        ssl_context(self.tls_cert_path)  # a certificate that cannot be read stops start-up
+
 
 class ClnBackend(RemoteNode):
     name = "cln"
+    node = "CLNRest"
 
     def __init__(
         self,
@@ -65,15 +69,14 @@ class ClnBackend(RemoteNode):
         timeout_s: float = 30.0,
         long_poll_s: int = 60,
     ) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ValueError(f"CLNRest URL must start with http:// or https://, not {config.url!r}")
+        super().__init__(
+            url=config.url,
+            headers={"Rune": config.rune},
+            session=session,
+            timeout_s=timeout_s,
+            tls_cert_path=config.tls_cert_path,
+        )
         self.config = config
-        self._session = session
-        self._base = config.url.rstrip("/")
-        self._headers = {"Rune": config.rune}
-        self._ssl = ssl_context(config.tls_cert_path)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._http = NodeHttp(session, self._base, "CLNRest", self._headers, self._timeout, self._ssl)
         # waitanyinvoice answers (904) after long_poll_s when nothing was paid: a connection silent for
         # longer than that plus some slack is dead.
         self._long_poll_s = long_poll_s
@@ -110,15 +113,10 @@ class ClnBackend(RemoteNode):
         # A 4xx from CLNRest, or lightningd's own refusal of the call (an RPC error code).
         raise InvoiceRejected(f"CLN refused the invoice ({status}, code {code}): {_node_message(data, text)}")
 
-    async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        if not HASH_RE.match(payment_hash):
-            return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
-        try:
-            status, data, text = await self._call(
-                "listinvoices", {"payment_hash": payment_hash}, self._timeout
-            )
-        except BackendUnavailable as exc:
-            return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
+    async def _ask_status(self, payment_hash: str) -> tuple[int, Any, str]:
+        return await self._call("listinvoices", {"payment_hash": payment_hash}, self._timeout)
+
+    def _read_status(self, status: int, data: Any, text: str) -> InvoiceStatus:
         if not 200 <= status < 300 or not isinstance(data, dict):
             return InvoiceStatus(
                 InvoiceState.UNKNOWN, error=f"CLN answered {status}: {_node_message(data, text)}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,8 +38,8 @@ from satellite.lightning.base import (
 )
 from satellite.lightning.node_http import (
     HASH_RE,
-    NodeHttp,
     RemoteNode,
+    check_url,
     describe,
     invoice_from_bolt11,
     node_message,
@@ -56,9 +56,13 @@ class LnbitsConfig:
     url: str  # https://lnbits.example (with its path prefix, if any)
     api_key: str = field(repr=False)
 
+    def __post_init__(self) -> None:
+        check_url("LNbits", self.url)
+
 
 class LnbitsBackend(RemoteNode):
     name = "lnbits"
+    node = "LNbits"
 
     def __init__(
         self,
@@ -67,15 +71,16 @@ class LnbitsBackend(RemoteNode):
         *,
         timeout_s: float = 30.0,
         heartbeat_s: float = HEARTBEAT_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ValueError(f"LNbits URL must start with http:// or https://, not {config.url!r}")
+        super().__init__(
+            url=config.url,
+            headers={"X-Api-Key": config.api_key},
+            session=session,
+            timeout_s=timeout_s,
+            clock=clock,
+        )
         self.config = config
-        self._session = session
-        self._base = config.url.rstrip("/")
-        self._headers = {"X-Api-Key": config.api_key}
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._http = NodeHttp(session, self._base, "LNbits", self._headers, self._timeout)
         self._heartbeat_s = heartbeat_s
 
     async def create_invoice(
@@ -108,13 +113,10 @@ class LnbitsBackend(RemoteNode):
             raise BackendUnavailable(f"LNbits answered {status} without a payment hash: {text[:200]}")
         return invoice_from_bolt11(payment_request, payment_hash=payment_hash.lower(), node="LNbits")
 
-    async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        if not HASH_RE.match(payment_hash):
-            return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
-        try:
-            status, data, text = await self._http.request("GET", f"/api/v1/payments/{payment_hash}")
-        except BackendUnavailable as exc:
-            return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
+    async def _ask_status(self, payment_hash: str) -> tuple[int, Any, str]:
+        return await self._http.request("GET", f"/api/v1/payments/{payment_hash}")
+
+    def _read_status(self, status: int, data: Any, text: str) -> InvoiceStatus:
         if status == 404:
             return InvoiceStatus(
                 InvoiceState.UNKNOWN, error=f"LNbits has no such payment: {_node_message(data, text)}"
@@ -135,7 +137,7 @@ class LnbitsBackend(RemoteNode):
         if data.get("status") == "failed" or details.get("status") == "failed":
             return InvoiceStatus(InvoiceState.EXPIRED)
         expiry = _unix(details.get("expiry"))
-        if expiry is not None and time.time() > expiry + EXPIRY_GRACE_S:
+        if expiry is not None and self._clock() > expiry + EXPIRY_GRACE_S:
             return InvoiceStatus(InvoiceState.EXPIRED)
         return InvoiceStatus(InvoiceState.PENDING)
 

@@ -20,6 +20,7 @@ import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -32,9 +33,8 @@ from satellite.lightning.base import (
     Settlement,
 )
 from satellite.lightning.node_http import (
-    HASH_RE,
-    NodeHttp,
     RemoteNode,
+    check_url,
     describe,
     invoice_from_bolt11,
     node_message,
@@ -56,9 +56,18 @@ class LndConfig:
     macaroon_hex: str = field(repr=False)  # an invoice macaroon is enough
     tls_cert_path: Path | None = None
 
+    def __post_init__(self) -> None:
+        check_url("LND REST", self.url)
+        try:
+            bytes.fromhex(self.macaroon_hex)
+        except ValueError:
+            raise ValueError("the LND macaroon must be hex-encoded") from None
+        ssl_context(self.tls_cert_path)  # a certificate that cannot be read stops start-up
+
 
 class LndBackend(RemoteNode):
     name = "lnd"
+    node = "LND"
 
     def __init__(
         self,
@@ -68,19 +77,14 @@ class LndBackend(RemoteNode):
         timeout_s: float = 30.0,
         stream_idle_timeout_s: float | None = None,
     ) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ValueError(f"LND REST URL must start with http:// or https://, not {config.url!r}")
-        try:
-            bytes.fromhex(config.macaroon_hex)
-        except ValueError:
-            raise ValueError("the LND macaroon must be hex-encoded") from None
+        super().__init__(
+            url=config.url,
+            headers={"Grpc-Metadata-macaroon": config.macaroon_hex},
+            session=session,
+            timeout_s=timeout_s,
+            tls_cert_path=config.tls_cert_path,
+        )
         self.config = config
-        self._session = session
-        self._base = config.url.rstrip("/")
-        self._headers = {"Grpc-Metadata-macaroon": config.macaroon_hex}
-        self._ssl = ssl_context(config.tls_cert_path)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._http = NodeHttp(session, self._base, "LND", self._headers, self._timeout, self._ssl)
         # The subscription is silent while nothing happens, so no idle limit by default; the watcher's
         # periodic re-check covers a connection that died without a FIN.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -108,13 +112,10 @@ class LndBackend(RemoteNode):
             raise BackendUnavailable(f"LND answered {status} without an invoice: {text[:200]}") from None
         return invoice_from_bolt11(payment_request, payment_hash=payment_hash, node="LND", hash_name="r_hash")
 
-    async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        if not HASH_RE.match(payment_hash):
-            return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
-        try:
-            status, data, text = await self._http.request("GET", f"/v1/invoice/{payment_hash}")
-        except BackendUnavailable as exc:
-            return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
+    async def _ask_status(self, payment_hash: str) -> tuple[int, Any, str]:
+        return await self._http.request("GET", f"/v1/invoice/{payment_hash}")
+
+    def _read_status(self, status: int, data: Any, text: str) -> InvoiceStatus:
         if status == 404:
             return InvoiceStatus(
                 InvoiceState.UNKNOWN, error=f"LND has no such invoice: {_node_message(data, text)}"

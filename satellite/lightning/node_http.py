@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import aiohttp
 import bolt11
 
-from satellite.lightning.base import BackendUnavailable, Invoice
+from satellite.lightning.base import BackendUnavailable, Invoice, InvoiceState, InvoiceStatus
 
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 """A payment hash as the backends accept it: 64 lowercase hex digits."""
@@ -128,9 +129,57 @@ def describe(exc: BaseException | None) -> str:
     return str(exc) or type(exc).__name__
 
 
+def check_url(node: str, url: str) -> None:
+    """A node's base URL, as configured, must be http:// or https://."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{node} URL must start with http:// or https://, not {url!r}")
+
+
 class RemoteNode:
-    """Base of the backends that talk to a node over HTTP: usable with `async with`; `aclose()` has
-    nothing to release because the HTTP session is injected and owned by the caller."""
+    """Base of the backends that talk to a node over HTTP.
+
+    It sets up what they share once (base URL, auth headers, TLS, timeouts, the JSON call) and gives
+    `invoice_status` its skeleton: a malformed hash, an unreachable node or an error answer is UNKNOWN;
+    each backend says how to ask (`_ask_status`) and how to read a good answer (`_read_status`). Usable
+    with `async with`; `aclose()` has nothing to release because the HTTP session is injected and owned
+    by the caller."""
+
+    node: ClassVar[str]  # the node's name in messages: "LND", "LNbits", "CLNRest"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        headers: dict[str, str],
+        session: aiohttp.ClientSession,
+        timeout_s: float,
+        tls_cert_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_url(self.node, url)
+        self._session = session
+        self._base = url.rstrip("/")
+        self._headers = headers
+        self._ssl = ssl_context(tls_cert_path)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._http = NodeHttp(session, self._base, self.node, headers, self._timeout, self._ssl)
+        self._clock = clock
+
+    async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
+        """Never raises on node errors: UNKNOWN with `error` set."""
+        if not HASH_RE.match(payment_hash):
+            return InvoiceStatus(InvoiceState.UNKNOWN, error="not a payment hash")
+        try:
+            status, data, text = await self._ask_status(payment_hash)
+        except BackendUnavailable as exc:
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
+        return self._read_status(status, data, text)
+
+    async def _ask_status(self, payment_hash: str) -> tuple[int, Any, str]:
+        raise NotImplementedError
+
+    def _read_status(self, status: int, data: Any, text: str) -> InvoiceStatus:
+        raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         return self
