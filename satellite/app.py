@@ -16,7 +16,7 @@ from aiohttp import web
 from satellite.api import account, billing, items, media, service
 from satellite.api.errors import error_middleware
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
-from satellite.billing.pricing import build_pricing
+from satellite.billing.pricing import build_price
 from satellite.billing.purchase import Shop
 from satellite.billing.watcher import SettlementWatcher
 from satellite.blob_cache import BlobCache, follow_changes
@@ -91,15 +91,14 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
         )
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
-        pricing = build_pricing(settings, session, clock=app[CLOCK])
-        if pricing.exchange_rates is not None:
-            stack.push_async_callback(pricing.exchange_rates.close)  # runs before the session closes
+        price = build_price(settings, session, clock=app[CLOCK])
+        stack.push_async_callback(price.aclose)  # runs before the session closes
         lightning = build_backend(settings, session, pool)
         stack.push_async_callback(lightning.aclose)
         blob_cache = BlobCache()
         shop = Shop(
             pool=pool,
-            pricing=pricing,
+            price=price,
             lightning=lightning,
             service_key=service_key,
             offer_ttl_seconds=settings.offer_ttl_seconds,
@@ -120,7 +119,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
                 redirect_base=settings.redirect_base,
             ),
             blob_cache=blob_cache,
-            pricing=pricing,
+            price=price,
             policy=settings.account_policy,
             shop=shop,
             clock=app[CLOCK],

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from satellite.auth import AuthRules
 from satellite.billing.policy import AccountPolicy
-from satellite.billing.pricing import Pricing
+from satellite.billing.pricing import Price
 from satellite.billing.purchase import Shop
 from satellite.blob_cache import BlobCache
 from satellite.config import Settings
@@ -35,7 +35,7 @@ class Deps:
     auth_rules: AuthRules
     links: Links
     blob_cache: BlobCache
-    pricing: Pricing
+    price: Price
     policy: AccountPolicy
     shop: Shop
     clock: Clock = time.time

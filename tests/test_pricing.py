@@ -20,18 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from satellite.billing.exchange_rates import PROVIDERS, ExchangeRates, ProviderError, make_providers
 from satellite.billing.pricing import (
-    PROVIDERS,
-    ExchangeRates,
-    Pricing,
-    ProviderError,
+    FixedPrice,
+    LivePrice,
     Quote,
     RateUnavailable,
     amount_msat,
-    build_pricing,
+    build_price,
+    check_settings,
     combine,
     fixed_amount_msat,
-    make_providers,
     sats_per_usd_from_btc_usd,
 )
 from satellite.config import Settings
@@ -516,8 +515,7 @@ async def test_close_cancels_a_refresh_in_flight(exchanges, session, clock):
 
 
 async def test_fixed_pricing_needs_no_network():
-    pricing = Pricing.fixed(50, Decimal("0.05"))
-    assert not pricing.is_live
+    pricing = FixedPrice(50, Decimal("0.05"))
     assert await pricing.quote(3) == Quote(
         amount_msat=150_000, rate_usd=Decimal("0.05"), sats_per_usd=Decimal(1000)
     )
@@ -526,13 +524,12 @@ async def test_fixed_pricing_needs_no_network():
     with pytest.raises(ValueError):
         await pricing.quote(0)
     with pytest.raises(ValueError):
-        Pricing.fixed(0, Decimal("0.05"))
+        FixedPrice(0, Decimal("0.05"))
 
 
 async def test_live_pricing_quotes_from_the_rate(exchanges, session, clock):
     exchanges.price.update(dict.fromkeys(FOUR, Decimal("100000")))  # 1000 sats per USD
-    pricing = Pricing.live(_rates(exchanges, session, clock), Decimal("0.05"))
-    assert pricing.is_live
+    pricing = LivePrice(_rates(exchanges, session, clock), Decimal("0.05"))
     assert pricing.display_sats_per_usd() is None  # nothing fetched yet, and display never fetches
     assert sum(exchanges.hits.values()) == 0
     quote = await pricing.quote(3)
@@ -542,27 +539,28 @@ async def test_live_pricing_quotes_from_the_rate(exchanges, session, clock):
 
 async def test_live_pricing_without_a_rate_raises(exchanges, session, clock):
     exchanges.set_all("down")
-    pricing = Pricing.live(_rates(exchanges, session, clock), Decimal("0.05"))
+    pricing = LivePrice(_rates(exchanges, session, clock), Decimal("0.05"))
     with pytest.raises(RateUnavailable):
         await pricing.quote(1)
     assert pricing.display_sats_per_usd() is None
 
 
-async def test_build_pricing_from_settings(session):
-    fixed = build_pricing(Settings(_env_file=None, price_sats_per_gb_month=21), None)
-    assert not fixed.is_live
+async def test_build_price_from_settings(session):
+    fixed = build_price(Settings(_env_file=None, price_sats_per_gb_month=21), None)
+    assert isinstance(fixed, FixedPrice)
     assert (await fixed.quote(2)).amount_msat == 42_000
 
-    live = build_pricing(
+    live = build_price(
         Settings(_env_file=None, price_sats_per_gb_month=0, exchange_rate_providers=" kraken, mempool "),
         session,
     )
-    assert live.is_live and live.exchange_rates is not None
-    assert [p.name for p in live.exchange_rates.providers] == ["kraken", "mempool"]
-    assert live.exchange_rates.providers[0].base_url == "https://api.kraken.com"
+    assert isinstance(live, LivePrice) and isinstance(live.rates, ExchangeRates)
+    assert [p.name for p in live.rates.providers] == ["kraken", "mempool"]
+    assert live.rates.providers[0].base_url == "https://api.kraken.com"
 
     for bad in ("coinbase,binance", "", "kraken,kraken"):
+        bad_settings = Settings(_env_file=None, price_sats_per_gb_month=0, exchange_rate_providers=bad)
         with pytest.raises(ValueError, match="EXCHANGE_RATE_PROVIDERS"):
-            build_pricing(
-                Settings(_env_file=None, price_sats_per_gb_month=0, exchange_rate_providers=bad), session
-            )
+            build_price(bad_settings, session)
+        with pytest.raises(ValueError, match="EXCHANGE_RATE_PROVIDERS"):
+            check_settings(bad_settings)

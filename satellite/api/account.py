@@ -20,7 +20,7 @@ async def get_account(request: web.Request) -> web.Response:
     file_rows = await files.list_files(deps.pool, event.pubkey)
     transactions = await offers.transactions(deps.pool, event.pubkey)
     remaining = balance.seconds_remaining
-    sats_per_usd = deps.pricing.display_sats_per_usd()
+    sats_per_usd = deps.price.display_sats_per_usd()
     return web.json_response(
         {
             "storageTotal": balance.storage_bytes,

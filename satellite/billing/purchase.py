@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 
 from satellite.billing import offers as offer_events
-from satellite.billing.pricing import Pricing
+from satellite.billing.pricing import Price
 from satellite.billing.settle import invoice_matches
 from satellite.db import offers
 from satellite.errors import LightningMisbehaved, LightningUnavailable
@@ -47,7 +47,7 @@ class Shop:
     """What buying storage needs, bound once at start-up."""
 
     pool: asyncpg.Pool
-    pricing: Pricing
+    price: Price
     lightning: LightningBackend
     service_key: SecretKey
     offer_ttl_seconds: int
@@ -57,7 +57,7 @@ class Shop:
 
     async def make_offer(self, *, buyer: str, gb_months: int) -> Offer:
         """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
-        quote = await self.pricing.quote(gb_months)
+        quote = await self.price.quote(gb_months)
         now = self.clock()
         created_at = int(now)
         expires_at = created_at + self.offer_ttl_seconds
