@@ -1,16 +1,16 @@
-"""The `satellite` command: serve, migrate, dev-pay, gc-orphans."""
+"""The `satellite` command: serve, migrate, dev-pay, gc-orphans. Every command reads the same settings
+as the server; a setting or a database that cannot be used stops it with one line naming it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Awaitable, Callable
 
-import asyncpg
 from pydantic import ValidationError
 
-from satellite.config import Settings
+from satellite.config import ConfigError, Settings
 
 
 def _settings() -> Settings:
@@ -23,70 +23,59 @@ def _settings() -> Settings:
         sys.exit(f"satellite: invalid setting: {problems}")
 
 
-def _serve(settings: Settings) -> None:
-    from satellite.serve import serve
+async def _migrate(settings: Settings) -> None:
+    from satellite.db.database import database
 
-    serve(settings)
+    async with database(settings, create=True) as db:
+        print("applied: " + (", ".join(db.applied) if db.applied else "nothing (up to date)"))
 
 
-async def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
-    """Run `work` on a connection to the configured database (or the embedded one in DATA_DIR)."""
-    from satellite.db.pool import embedded_postgres
+async def _dev_pay(settings: Settings, invoice: str, amount_msat: int | None, as_json: bool) -> None:
+    import asyncpg
 
-    async def run(dsn: str) -> None:
-        conn = await asyncpg.connect(dsn)
+    from satellite.db import dev_invoices
+    from satellite.db.database import NoDatabase, database, where
+    from satellite.lightning.dev import DevPaymentError, pay_dev_invoice
+
+    async with database(settings, create=False) as db:
+        conn = await asyncpg.connect(db.dsn)
         try:
-            await work(conn)
+            if not await dev_invoices.table_exists(conn):
+                raise NoDatabase(f"{where(settings)} has no dev node invoices")
+            paid = await pay_dev_invoice(conn, invoice, amount_msat=amount_msat)
+        except DevPaymentError as exc:
+            raise NoDatabase(f"{exc} (looked in {where(settings)})") from None
         finally:
             await conn.close()
-
-    if settings.database_url:
-        await run(settings.database_url)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "payment_hash": paid.payment_hash,
+                    "amount_msat": paid.amount_msat,
+                    "preimage": paid.preimage,
+                }
+            )
+        )
     else:
-        with embedded_postgres(settings.data_dir) as dsn:
-            await run(dsn)
-
-
-async def _migrate(conn: asyncpg.Connection) -> None:
-    from satellite.db.migrate import migrate
-
-    applied = await migrate(conn)
-    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
-
-
-def _dev_pay(invoice: str, amount_msat: int | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
-    async def work(conn: asyncpg.Connection) -> None:
-        from satellite.lightning.dev import DevPaymentError, pay_dev_invoice
-
-        try:
-            payment_hash, paid = await pay_dev_invoice(conn, invoice, amount_msat=amount_msat)
-        except DevPaymentError as exc:
-            sys.exit(f"satellite dev-pay: {exc}")
-        print(f"paid {paid} msat, payment hash {payment_hash}")
-
-    return work
+        print(f"paid {paid.amount_msat} msat, payment hash {paid.payment_hash}, preimage {paid.preimage}")
 
 
 async def _gc_orphans(settings: Settings, *, grace_seconds: float, dry_run: bool) -> None:
-    from satellite.db.pool import create_pool, embedded_postgres
+    from satellite.db.database import database
+    from satellite.db.pool import create_pool
     from satellite.orphans import collect_orphans
     from satellite.storage.factory import open_storage
 
-    async def run(dsn: str) -> None:
+    async with database(settings, create=False) as db:
         storage = await open_storage(settings)
         try:
-            async with await create_pool(dsn, max_size=2) as pool:
+            async with await create_pool(db.dsn, max_size=2) as pool:
                 removed = await collect_orphans(pool, storage, grace_seconds=grace_seconds, dry_run=dry_run)
         finally:
             await storage.aclose()
-        verb = "would remove" if dry_run else "removed"
-        print(f"{verb} {len(removed)} orphaned object(s)" + "".join(f"\n  {sha}" for sha in removed))
-
-    if settings.database_url:
-        await run(settings.database_url)
-    else:
-        with embedded_postgres(settings.data_dir) as dsn:
-            await run(dsn)
+    verb = "would remove" if dry_run else "removed"
+    print(f"{verb} {len(removed)} orphaned object(s)" + "".join(f"\n  {sha}" for sha in removed))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,24 +88,30 @@ def main(argv: list[str] | None = None) -> None:
     pay.add_argument(
         "--amount-msat", type=int, default=None, help="pay this amount instead (to test underpaying)"
     )
+    pay.add_argument("--json", action="store_true", help="print the payment as JSON")
     gc = sub.add_parser("gc-orphans", help="delete stored objects that no blob row refers to")
     gc.add_argument("--grace-seconds", type=float, default=3600, help="leave younger objects alone")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
-    settings = _settings()
     if args.command == "serve":
-        _serve(settings)
-    elif args.command == "gc-orphans":
-        from satellite.log import configure_logging
+        from satellite.serve import listen_for_stop_early, serve
 
-        configure_logging(json_logs=settings.json_logs, level=settings.log_level)
-        asyncio.run(_gc_orphans(settings, grace_seconds=args.grace_seconds, dry_run=args.dry_run))
-    else:
-        from satellite.log import configure_logging
+        listen_for_stop_early()
+        serve(_settings())
+        return
+    settings = _settings()
+    from satellite.log import configure_logging
 
-        configure_logging(json_logs=settings.json_logs, level=settings.log_level)
-        work = _migrate if args.command == "migrate" else _dev_pay(args.bolt11, args.amount_msat)
-        asyncio.run(_with_database(settings, work))
+    configure_logging(json_logs=settings.json_logs, level=settings.log_level)
+    try:
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif args.command == "dev-pay":
+            asyncio.run(_dev_pay(settings, args.bolt11, args.amount_msat, args.json))
+        else:
+            asyncio.run(_gc_orphans(settings, grace_seconds=args.grace_seconds, dry_run=args.dry_run))
+    except ConfigError as exc:
+        sys.exit(f"satellite {args.command}: {exc}")
 
 
 if __name__ == "__main__":

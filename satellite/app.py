@@ -23,20 +23,20 @@ from satellite.blob_cache import BlobCache, follow_changes
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db import auth_events
-from satellite.db.migrate import migrate
-from satellite.db.pool import TRANSIENT_ERRORS, create_pool, embedded_postgres, wait_for_database
+from satellite.db.database import database
+from satellite.db.pool import TRANSIENT_ERRORS, create_pool
 from satellite.deps import CLOCK, DEPS, SETTINGS, SUPERVISOR, Clock, Deps
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.log import access_log_middleware
 from satellite.nostr.keys import load_or_create_service_key
+from satellite.preflight import check_settings
 from satellite.staging import sweep_spools
 from satellite.storage.factory import open_storage
 from satellite.supervisor import Supervisor
 
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
-WATCHER = web.AppKey("watcher", SettlementWatcher)
 
 
 # The auth event travels in the query string: a request line must fit the largest event we accept,
@@ -63,24 +63,17 @@ PRUNE_EVERY_SECONDS = 60
 
 async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
     settings = app[SETTINGS]
+    check_settings(settings)  # before anything is started or created
     async with contextlib.AsyncExitStack() as stack:
-        dsn = settings.database_url
-        if not dsn:
-            cm = embedded_postgres(settings.data_dir)
-            dsn = await asyncio.to_thread(cm.__enter__)
-            stack.push_async_callback(asyncio.to_thread, cm.__exit__, None, None, None)
-            log.info("embedded postgresql started", data=str(settings.data_dir / "postgres"))
-        await wait_for_database(dsn)
+        storage = await open_storage(settings)  # an unreachable bucket stops start-up here
+        stack.push_async_callback(storage.aclose)
+        dsn = (await stack.enter_async_context(database(settings, create=True))).dsn
         pool = await create_pool(
             dsn,
             max_size=settings.database_pool_size,
             acquire_timeout=settings.database_acquire_timeout_seconds,
         )
         stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        storage = await open_storage(settings)
-        stack.push_async_callback(storage.aclose)
         staging_dir = settings.staging_dir
         staging_dir.mkdir(parents=True, exist_ok=True)
         removed = await asyncio.to_thread(sweep_spools, staging_dir)
@@ -133,7 +126,6 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             poll_seconds=settings.settlement_poll_seconds,
             clock=app[CLOCK],
         )
-        app[WATCHER] = watcher
         supervisor = app[SUPERVISOR]
         supervisor.start("settlement watcher", watcher.run)
         supervisor.start("blob cache follower", lambda: follow_changes(dsn, blob_cache))

@@ -42,8 +42,11 @@ def configure_logging(*, json_logs: bool, level: str = "info") -> None:
     )
 
 
-def _stderr_logger(*_args: object) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)  # whatever sys.stderr is now (tests replace it)
+def _stderr_logger(*_args: object) -> structlog.WriteLogger:
+    # One write per line (PrintLogger writes the newline apart), so the lines of several worker
+    # processes sharing one stderr never run into each other. Whatever sys.stderr is now (tests
+    # replace it).
+    return structlog.WriteLogger(sys.stderr)
 
 
 def _request_id(request: web.Request) -> str:

@@ -98,7 +98,14 @@ async def dev_pay(request: web.Request) -> web.Response:
     ):
         raise ApiError(400, "amount_msat must be a positive integer of at most 63 bits")
     try:
-        payment_hash, paid = await pay_dev_invoice(deps.pool, body["bolt11"], amount_msat=amount)
+        paid = await pay_dev_invoice(deps.pool, body["bolt11"], amount_msat=amount)
     except DevPaymentError as exc:
         raise ApiError(400, str(exc)) from exc
-    return web.json_response({"paid": True, "payment_hash": payment_hash, "amount_msat": paid})
+    return web.json_response(
+        {
+            "paid": True,
+            "payment_hash": paid.payment_hash,
+            "amount_msat": paid.amount_msat,
+            "preimage": paid.preimage,
+        }
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -33,9 +34,15 @@ def where(settings: Settings) -> str:
     return f"the embedded database in DATA_DIR={settings.data_dir}"
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    dsn: str
+    applied: list[str]  # migrations applied on the way in
+
+
 @contextlib.asynccontextmanager
-async def database(settings: Settings, *, create: bool) -> AsyncIterator[str]:
-    """The URL of a reachable database on a supported server, migrated to this version.
+async def database(settings: Settings, *, create: bool) -> AsyncIterator[Database]:
+    """A reachable database on a supported server, migrated to this version.
 
     With `create`, an embedded cluster is initialised if there is none and pending migrations are
     applied; without it, a missing cluster or a pending migration is a NoDatabase error. An embedded
@@ -55,13 +62,14 @@ async def database(settings: Settings, *, create: bool) -> AsyncIterator[str]:
         conn = await asyncpg.connect(dsn)
         try:
             if create:
-                await migrate(conn)
+                applied = await migrate(conn)
             else:
+                applied = []
                 await check_server(conn)
                 await _require_migrated(conn, settings)
         finally:
             await conn.close()
-        yield dsn
+        yield Database(dsn, applied)
 
 
 async def _require_migrated(conn: asyncpg.Connection, settings: Settings) -> None:

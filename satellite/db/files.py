@@ -52,11 +52,6 @@ _FILE_COLUMNS = (
 )
 
 
-async def get_file(db: Executor, pubkey: str, sha256: str) -> FileRow | None:
-    row = await db.fetchrow(f"SELECT {_FILE_COLUMNS} WHERE f.pubkey = $1 AND f.sha256 = $2", pubkey, sha256)
-    return FileRow(**dict(row)) if row else None
-
-
 async def list_files(db: Executor, pubkey: str) -> list[FileRow]:
     rows = await db.fetch(
         f"SELECT {_FILE_COLUMNS} WHERE f.pubkey = $1 ORDER BY f.created_at, f.sha256", pubkey

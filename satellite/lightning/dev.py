@@ -17,6 +17,7 @@ import bolt11
 from bolt11 import Bolt11, MilliSatoshi
 from bolt11.models.tags import Tag, TagChar, Tags
 
+from satellite.db import dev_invoices
 from satellite.lightning.base import Invoice, InvoiceState, InvoiceStatus, Settlement
 
 STREAM_POLL_SECONDS = 0.2
@@ -62,60 +63,48 @@ class DevBackend:
         )
         pr = await asyncio.to_thread(bolt11.encode, invoice, self.config.node_key_hex)
         expires_at = now + expiry_s
-        await self.pool.execute(
-            "INSERT INTO dev_invoices (payment_hash, bolt11, amount_msat, preimage, expires_at, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            payment_hash,
-            pr,
-            amount_msat,
-            preimage.hex(),
-            datetime.fromtimestamp(expires_at, UTC),
-            datetime.fromtimestamp(now, UTC),
+        await dev_invoices.insert(
+            self.pool,
+            payment_hash=payment_hash,
+            bolt11=pr,
+            amount_msat=amount_msat,
+            preimage=preimage.hex(),
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
+            now=datetime.fromtimestamp(now, UTC),
         )
         return Invoice(payment_hash=payment_hash, bolt11=pr, amount_msat=amount_msat, expires_at=expires_at)
 
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
         try:
-            row = await self.pool.fetchrow(
-                "SELECT amount_received_msat, settled_at, preimage, expires_at FROM dev_invoices"
-                " WHERE payment_hash = $1",
-                payment_hash,
-            )
+            row = await dev_invoices.get(self.pool, payment_hash)
         except (OSError, asyncpg.PostgresError) as exc:
             return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
         if row is None:
             return InvoiceStatus(InvoiceState.UNKNOWN, error="no such invoice")
-        if row["settled_at"] is not None:
+        if row.settled_at is not None:
             return InvoiceStatus(
                 InvoiceState.SETTLED,
-                amount_received_msat=row["amount_received_msat"],
-                settled_at=_ts(row["settled_at"]),
-                preimage=row["preimage"],
+                amount_received_msat=row.amount_received_msat,
+                settled_at=_ts(row.settled_at),
+                preimage=row.preimage,
             )
-        if row["expires_at"] <= datetime.now(UTC):
+        if row.expires_at <= datetime.now(UTC):
             return InvoiceStatus(InvoiceState.EXPIRED)
         return InvoiceStatus(InvoiceState.PENDING)
 
     async def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:
-        if cursor is None:
-            position = await self.pool.fetchval("SELECT COALESCE(max(settle_index), 0) FROM dev_invoices")
-        else:
-            position = int(cursor)
+        position = await dev_invoices.last_settle_index(self.pool) if cursor is None else int(cursor)
         while True:
-            rows = await self.pool.fetch(
-                "SELECT payment_hash, amount_received_msat, settled_at, preimage, settle_index"
-                " FROM dev_invoices WHERE settle_index > $1 ORDER BY settle_index",
-                position,
-            )
-            for row in rows:
-                position = row["settle_index"]
-                settled_at = _ts(row["settled_at"])
+            for row in await dev_invoices.settled_after(self.pool, position):
+                assert row.settle_index is not None
+                position = row.settle_index
+                settled_at = _ts(row.settled_at)
                 assert settled_at is not None
                 yield Settlement(
-                    payment_hash=row["payment_hash"],
-                    amount_received_msat=row["amount_received_msat"],
+                    payment_hash=row.payment_hash,
+                    amount_received_msat=row.amount_received_msat,
                     settled_at=settled_at,
-                    preimage=row["preimage"],
+                    preimage=row.preimage,
                     cursor=str(position),
                 )
             await asyncio.sleep(STREAM_POLL_SECONDS)
@@ -124,28 +113,29 @@ class DevBackend:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class DevPayment:
+    payment_hash: str
+    amount_msat: int
+    preimage: str  # hex, as a wallet shows it once paid
+
+
 async def pay_dev_invoice(
     db: asyncpg.Pool | asyncpg.Connection, pr: str, *, amount_msat: int | None = None
-) -> tuple[str, int]:
+) -> DevPayment:
     """Settle a dev-node invoice as if a wallet paid it (optionally with a different amount, to test
-    what happens then). Returns (payment_hash, amount paid in msat)."""
+    what happens then)."""
     try:
         payment_hash = bolt11.decode(pr).payment_hash
     except Exception as exc:
         raise DevPaymentError(f"not a valid BOLT11 invoice: {exc}") from exc
-    row = await db.fetchrow(
-        "UPDATE dev_invoices SET settled_at = now(), amount_received_msat = COALESCE($2, amount_msat),"
-        " settle_index = nextval('dev_settle_index')"
-        " WHERE payment_hash = $1 AND settled_at IS NULL AND expires_at > now()"
-        " RETURNING amount_received_msat",
-        payment_hash,
-        amount_msat,
-    )
-    if row is None:
-        known = await db.fetchrow("SELECT settled_at FROM dev_invoices WHERE payment_hash = $1", payment_hash)
+    paid = await dev_invoices.pay(db, payment_hash, amount_msat)
+    if paid is None:
+        known = await dev_invoices.get(db, payment_hash)
         if known is None:
             raise DevPaymentError("this invoice was not issued by this server's dev node")
-        if known["settled_at"] is not None:
+        if known.settled_at is not None:
             raise DevPaymentError("this invoice is already paid")
         raise DevPaymentError("this invoice has expired")
-    return payment_hash, row["amount_received_msat"]
+    assert paid.amount_received_msat is not None
+    return DevPayment(payment_hash, paid.amount_received_msat, paid.preimage)

@@ -7,11 +7,16 @@ from satellite.storage.base import BlobStorage
 from satellite.storage.local import LocalStorage
 
 
+def check_settings(settings: Settings) -> None:
+    """Raise ConfigError for a storage setting that cannot work, creating nothing."""
+    if settings.storage_backend == StorageBackendName.S3 and not settings.s3_bucket:
+        raise ConfigError("S3_BUCKET must be set for STORAGE_BACKEND=s3")
+
+
 async def open_storage(settings: Settings) -> BlobStorage:
+    check_settings(settings)
     if settings.storage_backend == StorageBackendName.LOCAL:
         return LocalStorage(settings.blob_dir, settings.staging_dir)
-    if not settings.s3_bucket:
-        raise ConfigError("S3_BUCKET must be set for STORAGE_BACKEND=s3")
     from satellite.storage.s3 import S3Config, open_s3_storage
 
     return await open_s3_storage(
