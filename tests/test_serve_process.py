@@ -12,9 +12,11 @@ import sys
 import time
 import urllib.request
 
+import bolt11
 import pytest
+from fake_nodes import sign_invoice
 from nostr_helpers import auth_params
-from processes import free_port, start, wait_ready
+from processes import free_port, server_env, start, wait_ready
 
 from satellite.nostr.keys import SecretKey
 
@@ -118,6 +120,7 @@ def test_a_setting_that_cannot_work_stops_start_up_naming_it(tmp_path, changes, 
     assert proc.returncode != 0
     said = [line for line in proc.stderr.decode().splitlines() if line.startswith("satellite: ")]
     assert said and named in said[-1], proc.stderr.decode()[-2000:]
+    assert not (tmp_path / "postgres").exists()  # refused before anything was created
 
 
 def get_json(url: str, params: dict[str, str]) -> dict:
@@ -154,6 +157,10 @@ def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
         )
         assert paid.returncode == 0, paid.stderr.decode()
         assert f"paid {offer['amount']} msat".encode() in paid.stdout
+        preimage = paid.stdout.decode().split("preimage ")[1].split()[0]
+        assert (
+            hashlib.sha256(bytes.fromhex(preimage)).hexdigest() == bolt11.decode(invoice["pr"]).payment_hash
+        )
         again = subprocess.run(
             [sys.executable, "-m", "satellite", "dev-pay", invoice["pr"]],
             env=env,
@@ -161,6 +168,13 @@ def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
             timeout=60,
         )
         assert again.returncode != 0 and b"already paid" in again.stderr
+        as_json = subprocess.run(
+            [sys.executable, "-m", "satellite", "dev-pay", "--json", invoice["pr"]],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert as_json.returncode != 0 and b"already paid" in as_json.stderr
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             account = get_json(base + "/account", auth_params(user, "Authenticate User"))
@@ -172,6 +186,29 @@ def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
         query = urllib.parse.urlencode(auth_params(user, "Authorize Upload"))
         request = urllib.request.Request(f"{base}/item?{query}", data=b"paid for", method="PUT")
         assert json.load(urllib.request.urlopen(request))["size"] == 8
+        # The JSON form, for scripts: what a wallet shows once it has paid.
+        offer = get_json(base + "/account/credit", auth_params(user, "Request Storage", [["gb_months", "2"]]))
+        template = offer["payment"]
+        payment = user.sign_event(
+            kind=template["kind"],
+            content=template["content"],
+            tags=template["tags"],
+            created_at=template["created_at"],
+        )
+        invoice = get_json(
+            offer["callback"], {"amount": str(offer["amount"]), "nostr": json.dumps(payment.to_dict())}
+        )
+        paid = subprocess.run(
+            [sys.executable, "-m", "satellite", "dev-pay", "--json", invoice["pr"]],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert paid.returncode == 0, paid.stderr.decode()
+        receipt = json.loads(paid.stdout)
+        assert receipt["amount_msat"] == offer["amount"]
+        assert receipt["payment_hash"] == bolt11.decode(invoice["pr"]).payment_hash
+        assert hashlib.sha256(bytes.fromhex(receipt["preimage"])).hexdigest() == receipt["payment_hash"]
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -211,3 +248,76 @@ def test_several_workers_share_the_port_and_stop_cleanly(tmp_path):
     assert len(started["pids"]) == 2
     assert sum(line.get("event") == "ready" for line in lines) == 2  # each worker started its app
     assert not any(p.name == "postmaster.pid" for p in (tmp_path / "d" / "postgres").iterdir())
+
+
+def read_log_until(proc: subprocess.Popen, event: str, timeout: float = 60) -> list[dict]:
+    """JSON log lines from the server's stderr, up to and including the first with this event."""
+    lines: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = proc.stderr.readline()
+        if not raw:
+            raise AssertionError(f"the server ended before logging {event!r}: {lines[-5:]}")
+        if raw.startswith(b"{"):
+            lines.append(json.loads(raw))
+            if lines[-1].get("event") == event:
+                return lines
+    raise AssertionError(f"no {event!r} in the log")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_any_number_of_sigterms_give_one_clean_shutdown(tmp_path, workers):
+    port = free_port()
+    env = server_env(PORT=str(port), DATA_DIR=str(tmp_path / "d"), WORKERS=workers, LOG_FORMAT="json")
+    proc = start(env)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        for _ in range(3):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.01)  # the signals arrive 10 ms apart, as from an impatient process manager
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    events = [json.loads(line).get("event") for line in err.decode().splitlines() if line.startswith("{")]
+    assert "stopping" in events and "already stopping" in events
+    assert not any(p.name == "postmaster.pid" for p in (tmp_path / "d" / "postgres").iterdir())
+
+
+def test_a_sigterm_while_workers_start_is_a_clean_shutdown(tmp_path):
+    env = server_env(PORT=str(free_port()), DATA_DIR=str(tmp_path / "d"), WORKERS="2", LOG_FORMAT="json")
+    proc = start(env)
+    try:
+        read_log_until(proc, "workers started")
+        proc.send_signal(signal.SIGTERM)  # the workers are still starting
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def test_dev_pay_against_a_directory_without_a_database_creates_nothing(tmp_path):
+    env = server_env(DATA_DIR=str(tmp_path / "nothing-here"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "satellite", "dev-pay", "lnbcrt1anything"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert b"Traceback" not in proc.stderr
+    assert f"DATA_DIR={tmp_path / 'nothing-here'}".encode() in proc.stderr
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_dev_pay_against_another_servers_database_says_where_it_looked(database_url, db, tmp_path):
+    """A migrated database, but not the one that issued the invoice."""
+    env = server_env(DATABASE_URL=database_url, DATA_DIR=str(tmp_path))
+    invoice = sign_invoice(
+        amount_msat=50_000, description_hash=bytes(32), payment_hash="ab" * 32, expiry=600
+    )  # a real invoice, from another node
+    proc = subprocess.run(
+        [sys.executable, "-m", "satellite", "dev-pay", invoice], env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert b"Traceback" not in proc.stderr
+    said = proc.stderr.decode()
+    assert "not issued by this server's dev node" in said and "DATABASE_URL" in said
