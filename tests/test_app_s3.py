@@ -8,7 +8,6 @@ import json
 import os
 
 import aiohttp
-import asyncpg
 import pytest
 import s3_helpers
 from nostr_helpers import auth_params
@@ -16,6 +15,7 @@ from s3_helpers import ACCESS_KEY, SECRET_KEY, admin_client, new_bucket
 from test_items_api import png_bytes
 
 from satellite.config import StorageBackendName
+from satellite.db.pool import create_pool
 from satellite.deps import DEPS
 from satellite.orphans import collect_orphans
 
@@ -128,7 +128,7 @@ async def test_orphans_are_collected_from_s3(s3_app, user, moto_url, settings, d
     orphan = hashlib.sha256(b"left by a crash").hexdigest()
     admin_client(moto_url).put_object(Bucket=bucket, Key=f"blobs/{orphan}", Body=b"left by a crash")
     storage = client.server.app[DEPS].storage
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as pool:
+    async with await create_pool(database_url, max_size=2) as pool:
         assert await collect_orphans(pool, storage, grace_seconds=-60) == [orphan]
     assert stored_keys(moto_url, bucket) == [f"blobs/{hashlib.sha256(body).hexdigest()}"]
 

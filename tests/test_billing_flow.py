@@ -8,7 +8,6 @@ import json
 import os
 from datetime import UTC, datetime
 
-import asyncpg
 import bolt11
 import pytest
 from billing_helpers import account, callback, dev_pay, invoice_for, request_offer, sign_payment, wait_for
@@ -17,6 +16,7 @@ from nostr_helpers import auth_params
 from satellite.billing.metering import BYTE_SECONDS_PER_GB_MONTH
 from satellite.billing.settle import Outcome, Payment, settle
 from satellite.config import Environment
+from satellite.db.pool import create_pool
 from satellite.nostr.event import event_from_obj, verify
 from satellite.nostr.keys import SecretKey, load_or_create_service_key
 
@@ -326,7 +326,7 @@ async def test_the_same_settlement_seen_many_times_credits_once(shop, user, db, 
     payment_hash = bolt11.decode(pr).payment_hash
     # As if the stream, the poller and other processes all reported it at once.
     key = load_or_create_service_key("", paid_settings.data_dir / "service.key")
-    async with asyncpg.create_pool(paid_settings.database_url, min_size=1, max_size=8) as pool:
+    async with await create_pool(paid_settings.database_url, max_size=8) as pool:
         outcomes = await asyncio.gather(
             *(
                 settle(

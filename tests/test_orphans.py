@@ -7,18 +7,18 @@ import hashlib
 import os
 import time
 
-import asyncpg
 import pytest
 from billing_helpers import wait_for
 from nostr_helpers import auth_params
 
+from satellite.db.pool import create_pool
 from satellite.orphans import collect_orphans
 from satellite.storage.local import LocalStorage
 
 
 @pytest.fixture
 async def pool(database_url, db):
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as pool:
+    async with await create_pool(database_url, max_size=4) as pool:
         yield pool
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 from billing_helpers import wait_for
 
 from satellite.billing import offers as offer_events
 from satellite.billing.watcher import SettlementWatcher
 from satellite.db import offers
+from satellite.db.pool import create_pool
 from satellite.lightning.base import InvoiceState
 from satellite.lightning.dev import DevBackend, DevConfig, pay_dev_invoice
 from satellite.nostr.keys import SecretKey
@@ -19,7 +19,7 @@ from satellite.nostr.keys import SecretKey
 
 @pytest.fixture
 async def pool(database_url, db):
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=6) as pool:
+    async with await create_pool(database_url, max_size=6) as pool:
         yield pool
 
 

@@ -90,12 +90,18 @@ async def is_blocked(db: Executor, sha256: str) -> bool:
 @contextlib.asynccontextmanager
 async def blob_locked(conn: Connection, sha256: str) -> AsyncGenerator[None, None]:
     """The blob's session-level lock, held across a commit and the storage call that follows it: the
-    same lock `commit_upload` takes for its transaction."""
+    same lock `commit_upload` takes for its transaction. On a pooled connection the lock is noted, so
+    that one whose unlock never ran (a task cancelled in between) is released with the connection."""
+    note = getattr(conn, "note_session_lock", None)  # a TrackedConnection (db/pool.py)
     await conn.execute("SELECT pg_advisory_lock(blob_lock_key($1))", sha256)
+    if note is not None:
+        note(+1)
     try:
         yield
     finally:
         await conn.execute("SELECT pg_advisory_unlock(blob_lock_key($1))", sha256)
+        if note is not None:
+            note(-1)
 
 
 @dataclass(frozen=True, slots=True)
