@@ -26,6 +26,7 @@ from satellite.db import auth_events
 from satellite.db.database import database
 from satellite.db.pool import TRANSIENT_ERRORS, create_pool
 from satellite.deps import CLOCK, DEPS, SETTINGS, SUPERVISOR, Clock, Deps
+from satellite.ingest import ingest_threads
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.log import access_log_middleware
@@ -89,6 +90,8 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
         lightning = build_backend(settings, session, pool)
         stack.push_async_callback(lightning.aclose)
         blob_cache = BlobCache()
+        threads = ingest_threads()
+        stack.callback(threads.shutdown, wait=False, cancel_futures=True)
         shop = Shop(
             pool=pool,
             price=price,
@@ -115,6 +118,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             price=price,
             policy=settings.account_policy,
             shop=shop,
+            ingest_threads=threads,
             clock=app[CLOCK],
         )
         watcher = SettlementWatcher(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ class Deps:
     price: Price
     policy: AccountPolicy
     shop: Shop
+    ingest_threads: ThreadPoolExecutor
     clock: Clock = time.time
 
     def now(self) -> datetime:

@@ -24,7 +24,6 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
 
 from aiohttp import ClientPayloadError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
@@ -115,24 +114,22 @@ class Spooled:
             remove_spool(self.fd, self.path)
 
 
+def ingest_threads() -> ThreadPoolExecutor:
+    """The worker threads uploads are written and hashed in (made once, in app.py)."""
+    return ThreadPoolExecutor(max_workers=12, thread_name_prefix="ingest")
+
+
 class _Sink:
-    """Writes a batch of chunks to the temp file while the sha256 and the piece hashes are computed, each
-    of the three in its own worker thread (hashlib and os.writev release the GIL). Batches are applied
-    strictly one after another."""
+    """Writes a batch of chunks to the spool while the sha256 and the piece hashes are computed, each of
+    the three in a worker thread (hashlib and os.writev release the GIL). Batches are applied strictly
+    one after another."""
 
-    _threads: ClassVar[ThreadPoolExecutor | None] = None
-
-    def __init__(self, fd: int, piece_length: int | None) -> None:
+    def __init__(self, fd: int, piece_length: int | None, threads: ThreadPoolExecutor) -> None:
         self.fd = fd
         self.sha256 = hashlib.sha256()
         self.pieces = PieceHasher(piece_length) if piece_length else None
+        self._threads = threads
         self._tails: dict[Callable[[list[bytes]], None], asyncio.Future[None]] = {}
-
-    @classmethod
-    def _pool(cls) -> ThreadPoolExecutor:
-        if cls._threads is None:
-            cls._threads = ThreadPoolExecutor(max_workers=12, thread_name_prefix="ingest")
-        return cls._threads
 
     def _write(self, chunks: list[bytes]) -> None:
         pending: list[bytes | memoryview] = list(chunks)
@@ -174,12 +171,48 @@ class _Sink:
     ) -> None:
         if previous is not None:
             await previous
-        await loop.run_in_executor(self._pool(), job, chunks)
+        await loop.run_in_executor(self._threads, job, chunks)
 
     async def drain(self) -> None:
         """Wait for every queued batch (also after a failure: a thread may still hold the fd)."""
         if self._tails:
             await asyncio.gather(*self._tails.values(), return_exceptions=True)
+
+
+class _Batches:
+    """The body's chunks, grouped into batches of at least CHUNK_BYTES and handed to the sink as they
+    fill, with at most MAX_BATCHES_IN_FLIGHT being written and hashed at once while the event loop reads
+    on."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+        self.total = 0
+        self.head = bytearray()  # the first SNIFF_BYTES, for the type sniffer
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._in_flight: deque[asyncio.Future[list[None]]] = deque()
+
+    async def add(self, data: bytes) -> None:
+        self.total += len(data)
+        if len(self.head) < SNIFF_BYTES:
+            self.head += data[: SNIFF_BYTES - len(self.head)]
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= CHUNK_BYTES:
+            if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
+                await self._in_flight.popleft()
+            self._submit()
+
+    async def finish(self) -> None:
+        """Hand over the last batch and wait until every batch is written and hashed."""
+        if self._batch:
+            self._submit()
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+    def _submit(self) -> None:
+        self._in_flight.append(self.sink.consume(self._batch))
+        self._batch, self._batched = [], 0
 
 
 def _pieces_from_file(path: Path, piece_length: int) -> bytes:
@@ -190,37 +223,25 @@ def _pieces_from_file(path: Path, piece_length: int) -> bytes:
     return hasher.finish()
 
 
-async def spool(stream: StreamReader, announced: Announced, *, staging_dir: Path) -> Spooled:
-    """Read the whole body, into memory when it is announced small, else into a spool in `staging_dir`.
+async def spool(
+    stream: StreamReader, announced: Announced, *, staging_dir: Path, threads: ThreadPoolExecutor
+) -> Spooled:
+    """Read the whole body, into memory when it is announced small, else into a spool in `staging_dir`
+    (written and hashed in `threads`).
 
-    The limits are enforced on the bytes read: `max_bytes` for any body (chunked ones too), and the
-    `size` tag, which must equal the byte count."""
+    The limits are enforced on the bytes read: `max_bytes` for any body (chunked ones too), the
+    account's room, and the `size` tag, which must equal the byte count."""
     if announced.content_length is not None and announced.content_length <= INLINE_MAX_BYTES:
         return await _read_small(stream, announced)
     piece_length = piece_length_for(announced.size) if announced.size else None
     fd, path = await asyncio.to_thread(create_spool, staging_dir)
-    sink = _Sink(fd, piece_length)
-    in_flight: deque[asyncio.Future[list[None]]] = deque()
-    total = 0
-    head = bytearray()
-    batch: list[bytes] = []
-    batched = 0
+    sink = _Sink(fd, piece_length, threads)
+    batches = _Batches(sink)
     try:
         async for data in _chunks(stream, announced):
-            total += len(data)
-            if len(head) < SNIFF_BYTES:
-                head += data[: SNIFF_BYTES - len(head)]
-            batch.append(data)
-            batched += len(data)
-            if batched >= CHUNK_BYTES:
-                if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
-                    await in_flight.popleft()
-                in_flight.append(sink.consume(batch))
-                batch, batched = [], 0
-        if batch:
-            in_flight.append(sink.consume(batch))
-        while in_flight:
-            await in_flight.popleft()
+            await batches.add(data)
+        await batches.finish()
+        total = batches.total
         _check_complete(total, announced)
         if sink.pieces is not None and piece_length == piece_length_for(total):
             assert piece_length is not None
@@ -236,7 +257,7 @@ async def spool(stream: StreamReader, announced: Announced, *, staging_dir: Path
             sha256=sink.sha256.hexdigest(),
             piece_length=piece_length,
             pieces=pieces,
-            head=bytes(head),
+            head=bytes(batches.head),
         )
     except BaseException:
         with contextlib.suppress(BaseException):

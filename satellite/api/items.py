@@ -30,7 +30,9 @@ async def put_item(request: web.Request) -> web.Response:
     # Refused before the body is read if it cannot fit, and read no further than the account's room;
     # the binding check is part of the commit.
     room = await room_now(deps.pool, event.pubkey, deps.now(), deps.policy)
-    spooled = await ingest.spool(request.content, announced.within(room), staging_dir=deps.staging_dir)
+    spooled = await ingest.spool(
+        request.content, announced.within(room), staging_dir=deps.staging_dir, threads=deps.ingest_threads
+    )
     request[BYTES_RECEIVED] = spooled.size
     # The body is complete: finish the commit even if the client goes away now, so a retry finds the
     # file stored instead of a half-done upload (storage without a row).
