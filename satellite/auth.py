@@ -1,4 +1,5 @@
-"""Satellite v1 auth: the kind 22242 event rules (pure), and the single-use claim (through the db)."""
+"""Satellite v1 auth: the kind 22242 event rules. Pure: the single-use claim is made by the caller
+(`api/auth_param.authorize`, through `db/auth_events`), for as long as `claim_expires_at` says."""
 
 from __future__ import annotations
 

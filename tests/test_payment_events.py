@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from satellite.billing.offers import PaymentError, check_payment
+from satellite.billing.events import PaymentError, check_payment
 from satellite.nostr.keys import SecretKey
 
 BUYER = SecretKey.generate()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from billing_helpers import wait_for
 
-from satellite.billing import offers as offer_events
+from satellite.billing import events as offer_events
 from satellite.billing.watcher import SettlementWatcher
 from satellite.db import offers
 from satellite.db.pool import create_pool

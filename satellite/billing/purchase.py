@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from satellite.billing import offers as offer_events
+from satellite.billing import events as offer_events
 from satellite.billing.pricing import Price
 from satellite.billing.settle import invoice_matches
 from satellite.db import offers

@@ -17,8 +17,8 @@ import asyncpg
 import bolt11
 import structlog
 
+from satellite.billing.events import make_receipt
 from satellite.billing.metering import credit_for
-from satellite.billing.offers import make_receipt
 from satellite.db import accounts, offers
 from satellite.nostr.keys import SecretKey
 

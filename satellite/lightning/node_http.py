@@ -1,6 +1,7 @@
-"""What the HTTP Lightning backends (LND, LNbits, CLN) share: the JSON call, TLS, invoice checks, errors.
+"""What the HTTP Lightning backends (LND, LNbits, CLN) share: their base class `RemoteNode` (set-up,
+the `invoice_status` skeleton), the JSON call, TLS, the check of a returned invoice, and error text.
 
-Every message names the node (`node`, e.g. "LND"), so each backend's errors read as before.
+Every message names the node (`node`, e.g. "LND").
 """
 
 from __future__ import annotations
