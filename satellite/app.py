@@ -126,7 +126,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             pool=pool,
             backend=lightning,
             service_key=service_key,
-            free_bytes=settings.free_storage_bytes,
+            policy=settings.account_policy,
             poll_seconds=settings.settlement_poll_seconds,
             clock=app[CLOCK],
         )

@@ -14,6 +14,7 @@ from billing_helpers import account, callback, dev_pay, invoice_for, request_off
 from nostr_helpers import auth_params
 
 from satellite.billing.metering import BYTE_SECONDS_PER_GB_MONTH
+from satellite.billing.policy import AccountPolicy
 from satellite.billing.settle import Outcome, Payment, settle
 from satellite.config import Environment
 from satellite.db.pool import create_pool
@@ -333,7 +334,7 @@ async def test_the_same_settlement_seen_many_times_credits_once(shop, user, db, 
                     pool,
                     key,
                     Payment(payment_hash, offer["amount"], 1_700_000_000, None),
-                    free_bytes=0,
+                    policy=AccountPolicy(free_bytes=0),
                     now=datetime.now(UTC),
                 )
                 for _ in range(8)

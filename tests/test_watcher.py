@@ -9,6 +9,7 @@ import pytest
 from billing_helpers import wait_for
 
 from satellite.billing import events as offer_events
+from satellite.billing.policy import AccountPolicy
 from satellite.billing.watcher import SettlementWatcher
 from satellite.db import offers
 from satellite.db.pool import create_pool
@@ -83,7 +84,12 @@ async def open_invoice(pool, dev_node, service_key, buyer: SecretKey, *, gb_mont
 
 def watcher(database_url, pool, backend, service_key, poll=0.2) -> SettlementWatcher:
     return SettlementWatcher(
-        dsn=database_url, pool=pool, backend=backend, service_key=service_key, free_bytes=0, poll_seconds=poll
+        dsn=database_url,
+        pool=pool,
+        backend=backend,
+        service_key=service_key,
+        policy=AccountPolicy(),
+        poll_seconds=poll,
     )
 
 

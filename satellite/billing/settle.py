@@ -19,6 +19,7 @@ import structlog
 
 from satellite.billing.events import make_receipt
 from satellite.billing.metering import credit_for
+from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, offers
 from satellite.nostr.keys import SecretKey
 
@@ -66,7 +67,7 @@ def invoice_matches(pr: str, *, amount_msat: int, description: str) -> bool:
 
 
 async def settle(
-    pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *, free_bytes: int, now: datetime
+    pool: asyncpg.Pool, service_key: SecretKey, payment: Payment, *, policy: AccountPolicy, now: datetime
 ) -> Outcome:
     """Credit a paid invoice once. What the node reports is not trusted further than it must be: a
     payment time ahead of our clock (a node's clock, or a value out of range) counts as `now`, so the
@@ -122,7 +123,7 @@ async def settle(
         )
         await accounts.ensure(conn, offer.pubkey, paid_at)
         await accounts.add_credit(
-            conn, offer.pubkey, paid_at, credit_for(offer.gb_months), free_bytes=free_bytes
+            conn, offer.pubkey, paid_at, credit_for(offer.gb_months), free_bytes=policy.free_bytes
         )
         await offers.mark_paid(
             conn,

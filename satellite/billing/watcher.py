@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
+from satellite.billing.policy import AccountPolicy
 from satellite.billing.settle import Payment, settle
 from satellite.db import offers
 from satellite.db.pool import TRANSIENT_ERRORS
@@ -46,7 +47,7 @@ class SettlementWatcher:
         pool: asyncpg.Pool,
         backend: LightningBackend,
         service_key: SecretKey,
-        free_bytes: int,
+        policy: AccountPolicy,
         poll_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -54,7 +55,7 @@ class SettlementWatcher:
         self.pool = pool
         self.backend = backend
         self.service_key = service_key
-        self.free_bytes = free_bytes
+        self.policy = policy
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.is_leader = False
@@ -176,7 +177,7 @@ class SettlementWatcher:
         )
 
     async def settle_one(self, payment: Payment) -> None:
-        await settle(self.pool, self.service_key, payment, free_bytes=self.free_bytes, now=self._now())
+        await settle(self.pool, self.service_key, payment, policy=self.policy, now=self._now())
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
