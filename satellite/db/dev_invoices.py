@@ -11,6 +11,7 @@ from satellite.db.types import Executor
 @dataclass(frozen=True, slots=True)
 class DevInvoiceRow:
     payment_hash: str
+    amount_msat: int
     amount_received_msat: int | None
     settled_at: datetime | None
     preimage: str
@@ -18,7 +19,7 @@ class DevInvoiceRow:
     settle_index: int | None
 
 
-_COLUMNS = "payment_hash, amount_received_msat, settled_at, preimage, expires_at, settle_index"
+_COLUMNS = "payment_hash, amount_msat, amount_received_msat, settled_at, preimage, expires_at, settle_index"
 
 
 async def insert(
@@ -60,18 +61,18 @@ async def settled_after(db: Executor, settle_index: int) -> list[DevInvoiceRow]:
     return [DevInvoiceRow(**dict(r)) for r in rows]
 
 
-async def pay(db: Executor, payment_hash: str, amount_msat: int | None) -> DevInvoiceRow | None:
-    """Settle an open, unexpired invoice (with `amount_msat`, or its own amount); None if it is not
-    one."""
+async def pay(db: Executor, payment_hash: str, amount_msat: int | None) -> tuple[int, str] | None:
+    """Settle an open, unexpired invoice with `amount_msat`, or its own amount: (amount paid, preimage),
+    or None if it is not one."""
     row = await db.fetchrow(
         "UPDATE dev_invoices SET settled_at = now(), amount_received_msat = COALESCE($2, amount_msat),"
         " settle_index = nextval('dev_settle_index')"
         " WHERE payment_hash = $1 AND settled_at IS NULL AND expires_at > now()"
-        f" RETURNING {_COLUMNS}",
+        " RETURNING COALESCE($2, amount_msat) AS paid, preimage",
         payment_hash,
         amount_msat,
     )
-    return DevInvoiceRow(**dict(row)) if row else None
+    return (row["paid"], row["preimage"]) if row else None
 
 
 async def table_exists(db: Executor) -> bool:

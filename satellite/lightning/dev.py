@@ -137,5 +137,4 @@ async def pay_dev_invoice(
         if known.settled_at is not None:
             raise DevPaymentError("this invoice is already paid")
         raise DevPaymentError("this invoice has expired")
-    assert paid.amount_received_msat is not None
-    return DevPayment(payment_hash, paid.amount_received_msat, paid.preimage)
+    return DevPayment(payment_hash, *paid)
