@@ -89,12 +89,41 @@ def extension_for(mime_type: str) -> str:
     return ext
 
 
+# Formats that are one container under several names: the sniffer sees the container, the name says
+# which use of it the file is (a .docx is a zip, an .m4a is an MPEG-4 file).
+_CONTAINERS = (
+    frozenset({"application/zip", "application/x-zip-compressed"}),
+    frozenset({"video/mp4", "audio/mp4", "video/quicktime", "video/3gpp", "audio/x-m4a"}),
+    frozenset({"application/ogg", "audio/ogg", "video/ogg", "audio/opus"}),
+    frozenset({"video/x-matroska", "video/webm", "audio/webm", "audio/x-matroska"}),
+)
+_ZIP_BASED = re.compile(
+    r"^application/(vnd\.openxmlformats-officedocument\..*|vnd\.oasis\.opendocument\..*|epub\+zip|java-archive|vnd\.android\.package-archive)$"
+)
+
+
+def _family(mime_type: str) -> frozenset[str] | str:
+    if mime_type.startswith("text/"):
+        return "text"
+    if _ZIP_BASED.match(mime_type):
+        return _CONTAINERS[0]
+    for container in _CONTAINERS:
+        if mime_type in container:
+            return container
+    return mime_type
+
+
 def detect(head: bytes, name: str | None) -> tuple[str, str]:
-    """(MIME type, extension without the dot) for a blob whose first bytes are `head`."""
-    mime_type = sniff(head[:SNIFF_BYTES])
-    if mime_type in GENERIC_TYPES:
-        by_name = type_from_name(name)
-        if by_name:
+    """(MIME type, extension without the dot) for a blob whose first bytes are `head`.
+
+    The bytes decide, and the name refines: when the sniffer has nothing specific to say, or when the
+    name's type is of the same family (both text, or uses of one container), the name's type is taken.
+    A name never makes bytes active content (markup, scripts) that the sniffer did not see as such."""
+    sniffed = sniff(head[:SNIFF_BYTES])
+    by_name = type_from_name(name)
+    mime_type = sniffed
+    if by_name is not None and (sniffed in GENERIC_TYPES or _family(sniffed) == _family(by_name)):
+        if by_name == sniffed or not is_active(by_name):
             mime_type = by_name
     return mime_type, extension_for(mime_type)
 
