@@ -158,3 +158,16 @@ async def client(make_client, settings: Settings):
 @pytest.fixture
 def user() -> SecretKey:
     return SecretKey.generate()
+
+
+@pytest.fixture
+def examples_seen():
+    """For a hypothesis test: append to it in every example; it fails the test unless hypothesis ran
+    at least `want` of them (fixtures live for all the examples of one test)."""
+
+    class Seen(list):
+        want = 20
+
+    seen = Seen()
+    yield seen
+    assert len(seen) >= seen.want, f"hypothesis ran {len(seen)} examples, fewer than {seen.want}"

@@ -186,6 +186,7 @@ class StatefulLnd:
         self.invoice_delay = 0.0  # seconds before answering an invoice request: a slow or hung node
         self._answer_now = asyncio.Event()  # ends every invoice request kept waiting by invoice_delay
         self.invoice_requested = asyncio.Event()  # set when an invoice request arrives
+        self.refused = 0  # requests answered "unavailable" while down
         app = web.Application()
         app.router.add_post("/v1/invoices", self.add_invoice)
         app.router.add_get("/v1/invoice/{hash}", self.lookup)
@@ -197,6 +198,7 @@ class StatefulLnd:
         return str(self.server.make_url("")).rstrip("/")
 
     def _refuse(self) -> web.Response:
+        self.refused += 1
         return web.json_response({"code": 14, "message": "unavailable"}, status=503)
 
     async def add_invoice(self, request: web.Request) -> web.Response:
@@ -246,6 +248,15 @@ class StatefulLnd:
         self.subscribers.append(queue)
         self.streams.add(response)
         try:
+            # As lnd does: with settle_index=N, first every invoice settled after N, then live events.
+            after = request.query.get("settle_index")
+            if after is not None:
+                replay = sorted(
+                    (i for i in self.invoices.values() if int(i["settle_index"]) > int(after)),
+                    key=lambda i: int(i["settle_index"]),
+                )
+                for invoice in replay:
+                    await response.write(json.dumps({"result": invoice}).encode() + b"\n")
             while True:
                 invoice = await queue.get()
                 if invoice is None:

@@ -347,9 +347,16 @@ async def test_the_same_settlement_seen_many_times_credits_once(shop, user, db, 
     assert len(acct["transactions"]) == 1
     credit = await db.fetchval("SELECT credit_byte_seconds FROM accounts WHERE pubkey = $1", user.pubkey)
     assert credit == BYTE_SECONDS_PER_GB_MONTH
-    # The dev node's own settlement of the same invoice changes nothing either.
-    await dev_pay(shop, pr)
-    await asyncio.sleep(1)
+    # The dev node's own settlement of the same invoice changes nothing either, once the watcher has
+    # seen it (its stream cursor has passed it).
+    assert (await dev_pay(shop, pr)).status == 200
+    index = await db.fetchval("SELECT settle_index FROM dev_invoices WHERE bolt11 = $1", pr)
+
+    async def seen() -> bool:
+        cursor = await db.fetchval("SELECT cursor FROM lightning_cursors WHERE backend = 'dev'")
+        return cursor is not None and int(cursor) >= index
+
+    await wait_for(seen)
     assert (await account(shop, user))["creditTotal"] == 1
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from billing_helpers import account, callback, request_offer, sign_payment, wait_for
 from fake_nodes import StatefulLnd
 
 from satellite.config import LightningBackendName
+from satellite.lightning.lnd import LndBackend, LndConfig
 
 
 @pytest.fixture
@@ -54,7 +56,9 @@ async def test_node_down_then_back(make_client, settings, user, lnd, db):
     await wait_for(lambda: asyncio.sleep(0, bool(lnd.subscribers)))
     lnd.go_down()
     lnd.pay(pr)
-    await asyncio.sleep(0.5)
+    # The watcher has asked the node since (and been refused): it cannot know of the payment yet.
+    refused = lnd.refused
+    await wait_for(lambda: asyncio.sleep(0, lnd.refused > refused))
     assert (await account(client, user))["creditTotal"] == 0
     lnd.up = True
 
@@ -64,3 +68,24 @@ async def test_node_down_then_back(make_client, settings, user, lnd, db):
     await wait_for(credited, within=15)
     [tx] = (await account(client, user))["transactions"]
     assert tx["receipt"]["tags"][3] == ["bolt11", pr]
+
+
+async def test_the_stream_replays_from_its_cursor_what_was_settled_while_it_was_away(lnd):
+    """lnd's subscription with settle_index=N first replays every invoice settled after N."""
+    description = b'{"kind":9734}'
+    async with aiohttp.ClientSession() as session:
+        backend = LndBackend(LndConfig(lnd.url, "0201abcd"), session)
+        invoices = [
+            await backend.create_invoice(
+                amount_msat=5000 * (i + 1), unhashed_description=description, expiry_s=600
+            )
+            for i in range(3)
+        ]
+        for invoice in invoices:
+            lnd.pay(invoice.bolt11)  # settle_index 1, 2, 3, with no subscriber listening
+        stream = backend.settlements("1")
+        replayed = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
+        await stream.aclose()
+    assert [s.payment_hash for s in replayed] == [i.payment_hash for i in invoices[1:]]
+    assert [s.cursor for s in replayed] == ["2", "3"]
+    assert [s.amount_received_msat for s in replayed] == [10_000, 15_000]

@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from billing_helpers import wait_for
 from nostr_helpers import auth_params
 
 from satellite.nostr.keys import SecretKey
@@ -294,14 +295,11 @@ async def test_client_disconnecting_mid_body_leaves_nothing(client, user, db, se
     )
     writer.write(os.urandom(1_500_000))
     await writer.drain()
-    await asyncio.sleep(0.2)
+    # The upload is under way: its spool is on disk.
+    await wait_for(lambda: asyncio.sleep(0, bool(temp_files(settings))))
     writer.close()
     await writer.wait_closed()
-    for _ in range(50):  # the server notices the close asynchronously
-        if not temp_files(settings):
-            break
-        await asyncio.sleep(0.1)
-    assert temp_files(settings) == []
+    await wait_for(lambda: asyncio.sleep(0, not temp_files(settings)))  # the server notices the close
     assert await db.fetchval("SELECT count(*) FROM files") == 0
     assert await db.fetchval("SELECT count(*) FROM blobs") == 0
     assert stored_files(settings) == []

@@ -30,7 +30,6 @@ from satellite.storage.local import LocalStorage
 
 PUBKEY = "c" * 64
 START = datetime(2030, 1, 1, tzinfo=UTC)
-examples_run = 0
 
 
 @pytest.fixture
@@ -118,9 +117,11 @@ policies = st.builds(
     policy=AccountPolicy(0, 86_400),
     history=[[("credit", 4000 * 86_400)], [("upload", 1, 3000), ("upload", 2, 3000), ("delete", 0)]],
 )
-async def test_no_interleaving_stores_more_than_the_rule_allows(db, pool, storage, policy, history) -> None:
-    global examples_run
-    examples_run += 1
+async def test_no_interleaving_stores_more_than_the_rule_allows(
+    db, pool, storage, examples_seen, policy, history
+) -> None:
+    examples_seen.want = 40
+    examples_seen.append(history)
     await db.execute("TRUNCATE files, blobs, accounts CASCADE")
     await accounts.ensure(db, PUBKEY, START)
     model = Model(policy)
@@ -230,11 +231,3 @@ async def test_no_interleaving_stores_more_than_the_rule_allows(db, pool, storag
         assert owned == model.files
         if added:  # new bytes were accepted: whatever order the commits ran in, the rule holds
             assert model.within_the_rule()
-
-
-def test_the_quota_property_ran_many_examples(request) -> None:
-    if not any(
-        item.name == "test_no_interleaving_stores_more_than_the_rule_allows" for item in request.session.items
-    ):
-        return  # deselected
-    assert examples_run >= 40

@@ -88,7 +88,15 @@ async def test_two_processes_one_blob_one_credit(two_servers, moto_url, db):
             return (await account(session, b, user))["creditTotal"] > 0
 
         await wait_for(credited, within=20)
-        await asyncio.sleep(1.5)  # both watchers had time to see it
+        # The leading watcher has also followed the dev node's stream past this payment (and the
+        # other process does not lead): nothing can credit it again.
+        index = await db.fetchval("SELECT settle_index FROM dev_invoices WHERE bolt11 = $1", pr)
+
+        async def seen() -> bool:
+            cursor = await db.fetchval("SELECT cursor FROM lightning_cursors WHERE backend = 'dev'")
+            return cursor is not None and int(cursor) >= index
+
+        await wait_for(seen, within=20)
         for base in (a, b):
             acct = await account(session, base, user)
             assert acct["creditTotal"] == 1 and len(acct["transactions"]) == 1

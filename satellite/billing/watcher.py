@@ -59,6 +59,7 @@ class SettlementWatcher:
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.is_leader = False
+        self.standby_rounds = 0  # times it found another process leading (it waits, then asks again)
 
     async def run(self) -> None:
         """Forever: become leader when the lock is free, then watch until the lock's connection drops."""
@@ -75,6 +76,7 @@ class SettlementWatcher:
                     log.info("settlement watcher is leader", backend=self.backend.name)
                     await self._lead(conn)
                 else:
+                    self.standby_rounds += 1
                     await asyncio.sleep(self.poll_seconds)
             except TRANSIENT_ERRORS as exc:
                 log.warning("watcher lost its database connection", error=str(exc))
