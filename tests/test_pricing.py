@@ -16,6 +16,7 @@ from decimal import Decimal
 import aiohttp
 import pytest
 from aiohttp import web
+from billing_helpers import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -499,7 +500,7 @@ async def test_close_cancels_a_refresh_in_flight(exchanges, session, clock):
     exchanges.set_all("slow")
     rates = _rates(exchanges, session, clock, timeout=5.0)
     caller = asyncio.create_task(rates.sats_per_usd())
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: asyncio.sleep(0, sum(exchanges.hits.values()) == len(FOUR)))  # all asked
     await rates.close()
     with pytest.raises(asyncio.CancelledError):
         await caller
