@@ -128,6 +128,24 @@ def get_json(url: str, params: dict[str, str]) -> dict:
         return json.load(resp)
 
 
+def buy(base: str, user: SecretKey, gb_months: int) -> tuple[dict, dict]:
+    """An offer, and the LNURL callback's answer (the invoice) for it, as a web client gets them."""
+    offer = get_json(
+        base + "/account/credit", auth_params(user, "Request Storage", [["gb_months", str(gb_months)]])
+    )
+    template = offer["payment"]
+    payment = user.sign_event(
+        kind=template["kind"],
+        content=template["content"],
+        tags=template["tags"],
+        created_at=template["created_at"],
+    )
+    invoice = get_json(
+        offer["callback"], {"amount": str(offer["amount"]), "nostr": json.dumps(payment.to_dict())}
+    )
+    return offer, invoice
+
+
 def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
     """The dev node on `make run` defaults: buy storage, pay with `satellite dev-pay`, upload."""
     port = free_port()
@@ -138,17 +156,7 @@ def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
     proc = start(env)
     try:
         wait_ready(base, proc)
-        offer = get_json(base + "/account/credit", auth_params(user, "Request Storage", [["gb_months", "1"]]))
-        template = offer["payment"]
-        payment = user.sign_event(
-            kind=template["kind"],
-            content=template["content"],
-            tags=template["tags"],
-            created_at=template["created_at"],
-        )
-        invoice = get_json(
-            offer["callback"], {"amount": str(offer["amount"]), "nostr": json.dumps(payment.to_dict())}
-        )
+        offer, invoice = buy(base, user, 1)
         paid = subprocess.run(
             [sys.executable, "-m", "satellite", "dev-pay", invoice["pr"]],
             env=env,
@@ -187,17 +195,7 @@ def test_dev_pay_with_the_servers_environment_credits_the_account(tmp_path):
         request = urllib.request.Request(f"{base}/item?{query}", data=b"paid for", method="PUT")
         assert json.load(urllib.request.urlopen(request))["size"] == 8
         # The JSON form, for scripts: what a wallet shows once it has paid.
-        offer = get_json(base + "/account/credit", auth_params(user, "Request Storage", [["gb_months", "2"]]))
-        template = offer["payment"]
-        payment = user.sign_event(
-            kind=template["kind"],
-            content=template["content"],
-            tags=template["tags"],
-            created_at=template["created_at"],
-        )
-        invoice = get_json(
-            offer["callback"], {"amount": str(offer["amount"]), "nostr": json.dumps(payment.to_dict())}
-        )
+        offer, invoice = buy(base, user, 2)
         paid = subprocess.run(
             [sys.executable, "-m", "satellite", "dev-pay", "--json", invoice["pr"]],
             env=env,
