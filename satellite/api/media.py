@@ -17,7 +17,7 @@ from satellite.deps import DEPS, Deps
 from satellite.http_range import ByteRange, RangeNotSatisfiable, none_match, parse_range, range_applies
 from satellite.media_type import is_active
 from satellite.request_state import BYTES_SENT
-from satellite.storage.base import BlobMissing, StorageUnavailable
+from satellite.storage.base import BlobMissing
 from satellite.torrent import TorrentInfo, torrent_bytes
 
 log = structlog.get_logger("satellite.media")
@@ -188,9 +188,7 @@ async def _opened(deps: Deps, sha256: str, part: ByteRange) -> AsyncGenerator[by
     except BlobMissing:
         log.error("blob row without stored bytes", sha256=sha256)
         raise ApiError(404, "not found") from None
-    except StorageUnavailable as exc:
-        log.error("storage unavailable", sha256=sha256, error=str(exc))
-        raise ApiError(503, "storage is unavailable: try again shortly") from None
+    # StorageUnavailable goes up as it is: api/errors answers it 503 with Retry-After, before any header.
 
     async def rest() -> AsyncGenerator[bytes, None]:
         try:
