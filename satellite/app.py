@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator
+from datetime import timedelta
 from pathlib import Path
 from typing import TypedDict
 
@@ -13,8 +14,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from satellite.api import account, billing, items, media, service
+from satellite.api import account, billing, items, media, openapi, service
+from satellite.api.client import client_middleware
 from satellite.api.errors import error_middleware
+from satellite.api.observe import observe_request, sample_forever
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
 from satellite.billing.pricing import build_price
 from satellite.billing.purchase import Shop
@@ -22,19 +25,22 @@ from satellite.billing.watcher import SettlementWatcher
 from satellite.blob_cache import BlobCache, follow_changes
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
-from satellite.db import auth_events
+from satellite.db import auth_events, offers
 from satellite.db.database import database
 from satellite.db.pool import TRANSIENT_ERRORS, create_pool
-from satellite.deps import CLOCK, DEPS, SETTINGS, SUPERVISOR, Clock, Deps
+from satellite.deps import CLOCK, DEPS, METRICS, SETTINGS, SUPERVISOR, Clock, Deps
 from satellite.ingest import ingest_threads
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.log import access_log_middleware
+from satellite.metrics import Metrics
 from satellite.nostr.keys import load_or_create_service_key
 from satellite.preflight import check_settings
+from satellite.request_state import REQUEST_OBSERVER
 from satellite.staging import sweep_spools
 from satellite.storage.factory import open_storage
 from satellite.supervisor import Supervisor
+from satellite.throttle import Throttle
 
 log = structlog.get_logger("satellite.app")
 API_PREFIXES = ("", "/v1/media")
@@ -51,6 +57,7 @@ class HttpLimits(TypedDict):
     max_field_size: int
     read_bufsize: int
     auto_decompress: bool
+    lingering_time: float
 
 
 HTTP_LIMITS: HttpLimits = {
@@ -58,8 +65,12 @@ HTTP_LIMITS: HttpLimits = {
     "max_field_size": 16 * 1024,
     "read_bufsize": 1 << 20,
     "auto_decompress": False,
+    # After refusing a request whose body is still coming, read and drop the rest for this long (so
+    # the client can read the answer) before closing: short, so a slow client cannot hold on.
+    "lingering_time": 2.0,
 }
 PRUNE_EVERY_SECONDS = 60
+NEVER_INVOICED_KEPT = timedelta(hours=1)  # after its offer lapsed, so a late callback hears "expired"
 
 
 async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
@@ -89,6 +100,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
         stack.push_async_callback(price.aclose)  # runs before the session closes
         lightning = build_backend(settings, session, pool)
         stack.push_async_callback(lightning.aclose)
+        metrics = app[METRICS]
         blob_cache = BlobCache()
         threads = ingest_threads()
         stack.callback(threads.shutdown, wait=False, cancel_futures=True)
@@ -101,6 +113,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             relays=settings.relay_list,
             node_timeout_seconds=settings.lightning_timeout_seconds,
             clock=app[CLOCK],
+            on_invoice=metrics.invoices_created.inc,
         )
         app[DEPS] = Deps(
             settings=settings,
@@ -119,6 +132,13 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             policy=settings.account_policy,
             shop=shop,
             ingest_threads=threads,
+            throttle=Throttle(
+                pool,
+                settings.limits,
+                clock=app[CLOCK],
+                on_refused=lambda limit: metrics.rate_limited.labels(limit).inc(),
+            ),
+            trusted_proxies=settings.trusted_proxy_networks,
             clock=app[CLOCK],
         )
         watcher = SettlementWatcher(
@@ -129,11 +149,13 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             policy=settings.account_policy,
             poll_seconds=settings.settlement_poll_seconds,
             clock=app[CLOCK],
+            on_settled=lambda outcome, lag: _settled(metrics, outcome, lag),
         )
         supervisor = app[SUPERVISOR]
         supervisor.start("settlement watcher", watcher.run)
         supervisor.start("blob cache follower", lambda: follow_changes(dsn, blob_cache))
-        supervisor.start("auth event pruning", lambda: _prune_auth_events(app[DEPS]))
+        supervisor.start("pruning", lambda: _prune(app[DEPS]))
+        supervisor.start("metrics sampling", lambda: sample_forever(metrics, pool))
         supervisor.start("spool sweeping", lambda: _sweep_spools(staging_dir, settings.spool_sweep_seconds))
         log.info("ready", url=settings.base_url, pubkey=service_key.pubkey, storage=str(settings.blob_dir))
         try:
@@ -142,13 +164,33 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             await supervisor.stop()
 
 
-async def _prune_auth_events(deps: Deps) -> None:
+def _settled(metrics: Metrics, outcome: str, lag_seconds: float | None) -> None:
+    metrics.invoices_settled.labels(outcome).inc()
+    if lag_seconds is not None:
+        metrics.settlement_lag.observe(max(0.0, lag_seconds))
+
+
+async def _prune(deps: Deps) -> None:
+    """Retention: spent auth events, offers nobody can use any more, full rate-limit buckets and the
+    upload leases of dead processes, every PRUNE_EVERY_SECONDS."""
     while True:
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
+        now = deps.now()
         try:
-            await auth_events.prune(deps.pool, deps.now())
+            removed = {
+                "auth_events": await auth_events.prune(deps.pool, now),
+                "offers": await offers.prune(
+                    deps.pool,
+                    never_invoiced_before=now - NEVER_INVOICED_KEPT,
+                    unpaid_before=now - timedelta(days=deps.settings.unpaid_invoice_retention_days),
+                ),
+                "limits": await deps.throttle.prune(),
+            }
         except TRANSIENT_ERRORS as exc:
-            log.warning("pruning used auth events failed", error=str(exc))
+            log.warning("pruning failed", kind="pruning", error=str(exc))
+            continue
+        if any(removed.values()):
+            log.info("pruned", **removed)
 
 
 async def _sweep_spools(staging_dir: Path, every_seconds: float) -> None:
@@ -160,16 +202,33 @@ async def _sweep_spools(staging_dir: Path, every_seconds: float) -> None:
             log.info("removed unfinished uploads left by dead processes", count=removed)
 
 
+def create_metrics_app(main: web.Application) -> web.Application:
+    """/metrics alone, for METRICS_LISTEN: the main app's metrics on an address of their own."""
+    app = web.Application(middlewares=[error_middleware])
+    app[service.MAIN_APP] = main
+    app.on_response_prepare.append(add_common_headers)
+    app.router.add_get("/metrics", service.metrics)
+    return app
+
+
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
-    app = web.Application(middlewares=[access_log_middleware, preflight_middleware, error_middleware])
+    app = web.Application(
+        middlewares=[access_log_middleware, client_middleware, preflight_middleware, error_middleware]
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[SUPERVISOR] = Supervisor()
+    app[METRICS] = Metrics()
+    app[REQUEST_OBSERVER] = observe_request
     app.cleanup_ctx.append(_resources)
     app.on_response_prepare.append(add_common_headers)
     app.router.add_get("/", service.info)
+    app.router.add_get("/healthz", service.healthz)
     app.router.add_get("/health", service.health)
+    if not settings.metrics_listen:
+        app.router.add_get("/metrics", service.metrics)
     app.router.add_get("/readyz", service.ready)
+    app.router.add_get("/openapi.json", openapi.serve_openapi)
     for prefix in API_PREFIXES:
         app.router.add_put(f"{prefix}/item", items.put_item)
         app.router.add_delete(f"{prefix}/item", items.delete_item)

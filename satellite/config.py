@@ -14,6 +14,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from satellite.billing.policy import AccountPolicy
+from satellite.client_ip import IPNetwork, parse_networks
+from satellite.ingest import Pace
+from satellite.limits import Limits, parse_rule
 
 DEFAULT_TRACKERS = (
     "udp://tracker.opentrackr.org:1337/announce,"
@@ -137,7 +140,48 @@ class Settings(BaseSettings):
     # The longest an LNURL callback waits for the node to create an invoice before answering 503.
     lightning_timeout_seconds: float = Field(10.0, gt=0)
 
+    # --- abuse limits (shared by every process on the database) ---
+    # Peers whose X-Forwarded-For / Forwarded headers are believed: comma-separated addresses or CIDR
+    # networks (your reverse proxy). Empty: never believed; the peer address is the client.
+    trusted_proxies: str = ""
+    # Rates are N/second, N/minute, N/hour or N/day (a burst of N, then N per unit), or off. An address
+    # is an IPv4 address or an IPv6 /64.
+    auth_failures_per_ip: str = "30/minute"
+    auth_failures_per_pubkey: str = "30/minute"
+    credit_requests_per_ip: str = "30/minute"
+    credit_requests_per_pubkey: str = "10/minute"
+    uploads_per_ip: str = "600/minute"
+    uploads_per_pubkey: str = "300/minute"
+    # Uploads one pubkey may have in progress at once (0: no cap).
+    max_concurrent_uploads_per_pubkey: int = Field(8, ge=0)
+
+    # --- connections (each worker process on its own) ---
+    # Open connections per process; 0: as many as the fd limit allows ((limit - 256) / 2; the limit is
+    # raised to its hard maximum at start). Connections over it are answered 503 and closed.
+    max_connections: int = Field(0, ge=0)
+    # A request's headers must be complete this long after their first byte (answered 408 if not).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    # An idle kept-alive connection is closed after this long.
+    keepalive_timeout_seconds: float = Field(30.0, gt=0)
+    # An upload must bring at least BODY_MIN_BYTES_PER_SECOND on average over every window of this long
+    # (answered 408 and closed if not).
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    body_min_bytes_per_second: int = Field(1024, ge=0)
+    # A response the client stops reading is cut after this long without progress.
+    send_timeout_seconds: float = Field(60.0, gt=0)
+    # On SIGTERM, requests in flight (uploads among them) get this long to finish.
+    shutdown_timeout_seconds: float = Field(30.0, gt=0)
+
+    # --- observability ---
+    # Where GET /metrics is served: empty, on the main address; host:port, there instead (and not on
+    # the main address).
+    metrics_listen: str = Field("", pattern=r"^$|^.+:\d{1,5}$")
+    # If set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: str = ""
+
     # --- housekeeping ---
+    # Invoices never paid are kept this long after they lapse (for reconciliation), then deleted.
+    unpaid_invoice_retention_days: int = Field(30, ge=1)
     # How often spool files left by dead processes (uploads cut off by a crash) are removed.
     spool_sweep_seconds: float = Field(300.0, gt=0)
 
@@ -178,6 +222,25 @@ class Settings(BaseSettings):
             raise ValueError("name at least one relay (NIP-57 payment events must carry a relays tag)")
         return value
 
+    @field_validator(
+        "auth_failures_per_ip",
+        "auth_failures_per_pubkey",
+        "credit_requests_per_ip",
+        "credit_requests_per_pubkey",
+        "uploads_per_ip",
+        "uploads_per_pubkey",
+    )
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        parse_rule(value)  # InvalidRule is a ValueError: reported with the setting's name
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -188,6 +251,28 @@ class Settings(BaseSettings):
     @property
     def account_policy(self) -> AccountPolicy:
         return AccountPolicy(free_bytes=self.free_storage_bytes, min_prepaid_seconds=self.min_prepaid_seconds)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            auth_failures_per_ip=parse_rule(self.auth_failures_per_ip),
+            auth_failures_per_pubkey=parse_rule(self.auth_failures_per_pubkey),
+            credit_per_ip=parse_rule(self.credit_requests_per_ip),
+            credit_per_pubkey=parse_rule(self.credit_requests_per_pubkey),
+            uploads_per_ip=parse_rule(self.uploads_per_ip),
+            uploads_per_pubkey=parse_rule(self.uploads_per_pubkey),
+            concurrent_uploads_per_pubkey=self.max_concurrent_uploads_per_pubkey,
+        )
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    @property
+    def body_pace(self) -> Pace:
+        return Pace(
+            window_seconds=self.body_timeout_seconds, min_bytes_per_second=self.body_min_bytes_per_second
+        )
 
     @property
     def base_url(self) -> str:

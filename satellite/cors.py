@@ -1,4 +1,5 @@
-"""CORS for browser apps on any origin: preflight answered for every path, headers on every response."""
+"""CORS for browser apps on any origin: preflight answered for every path; the headers every response
+carries (CORS, nosniff, and a Server header that names no version)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,17 @@ async def preflight_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request)
 
 
+# On every response, also those the HTTP layer writes itself (api/connections.py).
+COMMON_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+    "X-Content-Type-Options": "nosniff",
+    "Server": "satellite",  # never the software's versions
+}
+
+
 async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: runs for every response, streamed ones and errors included."""
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    response.headers.update(COMMON_HEADERS)
     if request_id := request.get(REQUEST_ID):
         response.headers[REQUEST_ID_HEADER] = request_id

@@ -17,11 +17,14 @@ from satellite.billing.policy import AccountPolicy
 from satellite.billing.pricing import Price
 from satellite.billing.purchase import Shop
 from satellite.blob_cache import BlobCache
+from satellite.client_ip import IPNetwork
 from satellite.config import Settings
 from satellite.links import Links
+from satellite.metrics import Metrics
 from satellite.nostr.keys import SecretKey
 from satellite.storage.base import BlobStorage
 from satellite.supervisor import Supervisor
+from satellite.throttle import Throttle
 
 Clock = Callable[[], float]
 
@@ -40,6 +43,8 @@ class Deps:
     policy: AccountPolicy
     shop: Shop
     ingest_threads: ThreadPoolExecutor
+    throttle: Throttle
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     clock: Clock = time.time
 
     def now(self) -> datetime:
@@ -50,3 +55,4 @@ DEPS = web.AppKey("deps", Deps)
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+METRICS = web.AppKey("metrics", Metrics)

@@ -27,6 +27,10 @@ class EncodedBody(Refused):
     """The body carries a Content-Encoding: limits apply to the bytes stored, so it must come raw."""
 
 
+class SlowBody(Refused):
+    """The body came slower than the server's minimum pace."""
+
+
 class UnsupportedTransferCoding(Refused):
     """The body is framed with a transfer coding other than chunked."""
 
@@ -66,3 +70,16 @@ class RateUnavailable(Refused):
 
 class DatabaseBusy(Refused):
     """No database connection became free in time."""
+
+
+class RateLimited(Refused):
+    """Too many requests of one kind from one client or one account; `retry_after` seconds until the
+    next would be accepted."""
+
+    def __init__(self, reason: str, *, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class TooManyUploads(Refused):
+    """The account already has as many uploads in progress as it may."""

@@ -11,6 +11,10 @@ MAX_BATCHES_IN_FLIGHT are being written and hashed while one more fills, so an u
 10 MiB, on top of what the connection buffers before it pauses reading (twice its 1 MiB read_bufsize).
 Writing and hashing run in worker threads (hashlib releases the GIL) while the event loop reads the
 next chunk. Any failure removes the spool.
+
+Pace: a body must keep coming. In every window of `Pace.window_seconds` it must bring at least
+`Pace.min_bytes_per_second` times that many bytes (or end); a slower one is cut (`SlowBody`), so a
+client trickling its body cannot hold a connection and a spool for as long as it likes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from aiohttp import ClientPayloadError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 
 from satellite.billing.policy import Room
-from satellite.errors import EncodedBody, InvalidUpload, TooLarge, UnsupportedTransferCoding
+from satellite.errors import EncodedBody, InvalidUpload, SlowBody, TooLarge, UnsupportedTransferCoding
 from satellite.media_type import SNIFF_BYTES
 from satellite.staging import create_spool, remove_spool
 from satellite.torrent import PieceHasher, piece_length_for
@@ -40,6 +44,18 @@ READ_BYTES = 1024 * 1024
 # Bodies announced (Content-Length) at or below this are read into memory and hashed on the event loop:
 # cheaper than a temp file and thread hand-offs, and bounded per request.
 INLINE_MAX_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast a body must keep arriving (see the module's docs)."""
+
+    window_seconds: float = 30.0
+    min_bytes_per_second: int = 1024
+
+    @property
+    def min_bytes(self) -> float:
+        return self.window_seconds * self.min_bytes_per_second
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,21 +240,26 @@ def _pieces_from_file(path: Path, piece_length: int) -> bytes:
 
 
 async def spool(
-    stream: StreamReader, announced: Announced, *, staging_dir: Path, threads: ThreadPoolExecutor
+    stream: StreamReader,
+    announced: Announced,
+    *,
+    staging_dir: Path,
+    threads: ThreadPoolExecutor,
+    pace: Pace,
 ) -> Spooled:
     """Read the whole body, into memory when it is announced small, else into a spool in `staging_dir`
     (written and hashed in `threads`).
 
     The limits are enforced on the bytes read: `max_bytes` for any body (chunked ones too), the
-    account's room, and the `size` tag, which must equal the byte count."""
+    account's room, and the `size` tag, which must equal the byte count; and the pace."""
     if announced.content_length is not None and announced.content_length <= INLINE_MAX_BYTES:
-        return await _read_small(stream, announced)
+        return await _read_small(stream, announced, pace)
     piece_length = piece_length_for(announced.size) if announced.size else None
     fd, path = await asyncio.to_thread(create_spool, staging_dir)
     sink = _Sink(fd, piece_length, threads)
     batches = _Batches(sink)
     try:
-        async for data in _chunks(stream, announced):
+        async for data in _chunks(stream, announced, pace):
             await batches.add(data)
         await batches.finish()
         total = batches.total
@@ -266,17 +287,34 @@ async def spool(
         raise
 
 
-async def _chunks(stream: StreamReader, announced: Announced) -> AsyncGenerator[bytes, None]:
+async def _chunks(stream: StreamReader, announced: Announced, pace: Pace) -> AsyncGenerator[bytes, None]:
     """The body as it arrives: never more than Content-Length, the limit, the account's room or the size
-    tag allows."""
+    tag allows, and never slower than the pace."""
+    loop = asyncio.get_running_loop()
     total = 0
+    window_ends = loop.time() + pace.window_seconds
+    in_window = 0
     while True:
+        data: bytes | None = None
         try:
-            data = await stream.read(READ_BYTES)
+            async with asyncio.timeout_at(window_ends):
+                data = await stream.read(READ_BYTES)
+        except TimeoutError:
+            pass  # the window is over: judged below
         except (ClientPayloadError, HttpProcessingError, ConnectionError, asyncio.IncompleteReadError) as exc:
             raise InvalidUpload(f"upload interrupted: {exc}") from exc
+        if loop.time() >= window_ends:
+            if in_window < pace.min_bytes:
+                raise SlowBody(
+                    f"upload too slow: {in_window} bytes in {pace.window_seconds:g} s, at least"
+                    f" {pace.min_bytes_per_second} bytes per second are needed"
+                )
+            window_ends, in_window = loop.time() + pace.window_seconds, 0
+        if data is None:
+            continue
         if not data:
             return
+        in_window += len(data)
         total += len(data)
         if announced.content_length is not None and total > announced.content_length:
             raise InvalidUpload(f"body is longer than its Content-Length ({announced.content_length})")
@@ -296,10 +334,10 @@ def _check_complete(total: int, announced: Announced) -> None:
         raise InvalidUpload(f"body is {total} bytes but the size tag says {announced.declared_size}")
 
 
-async def _read_small(stream: StreamReader, announced: Announced) -> Spooled:
+async def _read_small(stream: StreamReader, announced: Announced, pace: Pace) -> Spooled:
     """A body whose Content-Length is at most INLINE_MAX_BYTES, read whole."""
     body = bytearray()
-    async for data in _chunks(stream, announced):
+    async for data in _chunks(stream, announced, pace):
         body += data
     _check_complete(len(body), announced)
     return in_memory(bytes(body))

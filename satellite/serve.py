@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 import threading
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,7 +30,6 @@ from satellite.log import configure_logging
 from satellite.storage.base import StorageUnavailable
 
 log = structlog.get_logger("satellite.serve")
-SHUTDOWN_TIMEOUT_SECONDS = 10.0
 WORKER_EXIT_SECONDS = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _stop_requested = threading.Event()  # a stop signal that came before the event loop listened for it
@@ -81,23 +82,60 @@ async def _until_stopped(on_stop: Any = None) -> None:
 async def _serve_app(settings: Settings, *, reuse_port: bool) -> None:
     from aiohttp import web
 
+    from satellite.api.connections import ConnectionLimits, GuardedAppRunner
     from satellite.app import HTTP_LIMITS, create_app
 
-    runner = web.AppRunner(
+    asyncio.get_running_loop().set_exception_handler(_loop_error)
+    limits = ConnectionLimits.from_settings(settings)
+    runner = GuardedAppRunner(
         create_app(settings),
+        limits,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
         **HTTP_LIMITS,  # passed through to each connection's request handler
     )
+    cleanups: list[web.AppRunner] = []
     try:
         await runner.setup()  # the app's resources: database, storage, background tasks
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
         await site.start()
+        if settings.metrics_listen:
+            await _serve_metrics(
+                settings.metrics_listen, runner.app, reuse_port=reuse_port, cleanups=cleanups
+            )
+        log.info("listening", max_connections=limits.max_connections)
         await _until_stopped()
     finally:
+        for extra in cleanups:
+            await extra.cleanup()
         await runner.cleanup()
     log.info("stopped")
+
+
+async def _serve_metrics(listen: str, main: Any, *, reuse_port: bool, cleanups: list[Any]) -> None:
+    from aiohttp import web
+
+    from satellite.app import create_metrics_app
+
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(create_metrics_app(main), handle_signals=False, access_log=None)
+    await runner.setup()
+    cleanups.append(runner)
+    await web.TCPSite(runner, host.strip("[]"), int(port), reuse_port=reuse_port).start()
+    log.info("metrics listening", address=listen)
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's own errors (an accept that found no free descriptor, a callback that raised),
+    as one line each without a traceback, repeated ones once per interval with a count."""
+    exc = context.get("exception")
+    log.error(
+        "event loop error",
+        kind=type(exc).__name__ if exc is not None else "",
+        message=str(context.get("message", "")),
+        error=str(exc) if exc is not None else None,
+    )
 
 
 def _worker_entry(settings_values: dict[str, Any]) -> None:
@@ -117,7 +155,20 @@ async def _serve_workers(settings: Settings) -> int:
         return await _supervise(settings.model_copy(update={"database_url": db.dsn}))
 
 
+def _share_metrics(settings: Settings) -> None:
+    """One directory for every worker's metrics (read whole by any scrape), its value files removed
+    first: values left by an earlier run would be added to this one's."""
+    from satellite.metrics import MULTIPROC_ENV
+
+    directory = Path(os.environ.get(MULTIPROC_ENV) or settings.data_dir / "metrics")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # prometheus-client's value files, nothing else
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)  # spawned workers inherit it before importing anything
+
+
 async def _supervise(settings: Settings) -> int:
+    _share_metrics(settings)
     context = multiprocessing.get_context("spawn")
     values = settings.model_dump(mode="json")
     workers: list[BaseProcess] = [

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 
+from satellite.api.connections import ConnectionLimits, GuardedAppRunner
 from satellite.app import HTTP_LIMITS, create_app
 from satellite.config import Settings
 from satellite.db.migrate import migrate
@@ -30,6 +32,8 @@ TABLES = (
     "offers",
     "lightning_cursors",
     "dev_invoices",
+    "rate_buckets",
+    "upload_leases",
 )
 
 
@@ -137,12 +141,23 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
+class GuardedTestServer(TestServer):
+    """The app behind the same connection layer as `satellite serve`."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        super().__init__(app)
+        self.limits = ConnectionLimits.from_settings(settings)
+
+    async def _make_runner(self, **kwargs) -> BaseRunner:
+        return GuardedAppRunner(self.app, self.limits, **kwargs)
+
+
 @pytest.fixture
 async def make_client(aiohttp_client, db, clock: FakeClock):
     """Build a test client for the app with the given settings (real HTTP on loopback)."""
 
     async def make(settings: Settings):
-        server = TestServer(create_app(settings, clock=clock))
+        server = GuardedTestServer(create_app(settings, clock=clock), settings)
         # access_log=None as `satellite serve` runs it: aiohttp's own access log would print query strings.
         await server.start_server(access_log=None, **HTTP_LIMITS)
         return await aiohttp_client(server)

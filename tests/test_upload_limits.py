@@ -117,7 +117,10 @@ async def test_several_encoded_bodies_at_once_are_all_refused(allowance_client, 
 @pytest.mark.parametrize("size", [1_000_000, 200_000], ids=["streamed", "inline"])
 async def test_concurrent_uploads_cannot_overrun_the_free_allowance(make_client, settings, user, db, size):
     allowance = 5 * size
-    client = await make_client(settings.model_copy(update={"free_storage_bytes": allowance}))
+    # No cap on concurrent uploads here: all twenty must reach the quota rule at once.
+    client = await make_client(
+        settings.model_copy(update={"free_storage_bytes": allowance, "max_concurrent_uploads_per_pubkey": 0})
+    )
     bodies = [os.urandom(size) for _ in range(20)]
     answers = await asyncio.gather(*(upload(client, user, body) for body in bodies))
     statuses = sorted(r.status for r in answers)
@@ -149,7 +152,9 @@ def megabyte_per_gb_month(settings):
 
 
 async def test_concurrent_uploads_cannot_overrun_the_credit(make_client, megabyte_per_gb_month, user, db):
-    client = await make_client(megabyte_per_gb_month)
+    client = await make_client(
+        megabyte_per_gb_month.model_copy(update={"max_concurrent_uploads_per_pubkey": 0})
+    )
     await _buy(client, user)
     bodies = [os.urandom(95_000) for _ in range(20)]  # ten fit in 10^6 bytes, eleven do not
     answers = await asyncio.gather(*(upload(client, user, body) for body in bodies))

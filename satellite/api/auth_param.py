@@ -10,26 +10,41 @@ from aiohttp import web
 from satellite.api.errors import ApiError
 from satellite.auth import Action, AuthError, check_auth_event, claim_expires_at
 from satellite.db import auth_events
-from satellite.deps import DEPS
+from satellite.deps import DEPS, METRICS
+from satellite.metrics import auth_failure_kind
 from satellite.nostr.event import Event, is_hex
-from satellite.request_state import PUBKEY
+from satellite.request_state import CLIENT_KEY, PUBKEY
+from satellite.throttle import Metered
 
 MAX_NAME_CHARS = 255
 MAX_LABEL_CHARS = 1024
 
 
+# The actions whose requests take a rate-limit token (every action counts its failures).
+METERED = {Action.UPLOAD: Metered.UPLOAD, Action.REQUEST_STORAGE: Metered.CREDIT}
+
+
 async def authorize(request: web.Request, action: Action) -> Event:
-    """Check every auth rule, then spend the event (single use). Any failure is a 403."""
+    """Check the rate limits and every auth rule, then spend the event (single use). A refused event is
+    a 403, and counts as a failure; a rate limit is a 429 (and spends nothing)."""
     deps = request.app[DEPS]
+    client = request[CLIENT_KEY]
+    metered = METERED.get(action)
+    await deps.throttle.before_auth(client, metered)
     now = deps.clock()
     try:
         event = check_auth_event(request.query.get("auth"), action, now=int(now), rules=deps.auth_rules)
     except AuthError as exc:
+        request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
+        await deps.throttle.auth_failed(client, exc.pubkey)
         raise ApiError(403, exc.reason) from exc
+    request[PUBKEY] = event.pubkey
+    await deps.throttle.after_auth(event.pubkey, metered)
     expires = datetime.fromtimestamp(claim_expires_at(event, deps.auth_rules), UTC)
     if not await auth_events.claim(deps.pool, event.id, expires):
+        request.app[METRICS].auth_failures.labels("auth event already used").inc()
+        await deps.throttle.auth_failed(client, event.pubkey)
         raise ApiError(403, "auth event already used: sign a new event for every request")
-    request[PUBKEY] = event.pubkey
     return event
 
 

@@ -7,17 +7,21 @@ answers `{"status": "error", "reason": ...}`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import structlog
 from aiohttp import web
 
 from satellite import errors
-from satellite.request_state import ERROR_REASON, LNURL_ERRORS, Handler
+from satellite.request_state import CLOSE_AT_ONCE, ERROR_REASON, LNURL_ERRORS, Handler
 from satellite.storage.base import StorageUnavailable
 
 log = structlog.get_logger("satellite.errors")
+RATE_LIMITED_DELAY_SECONDS = 1.0
 
 
 class ApiError(Exception):
@@ -36,11 +40,16 @@ class Answer:
     status: int
     retry_after: int | None = None  # seconds, for failures that pass
     reason: str | None = None  # said instead of the exception's own text (which may name internals)
+    close: bool = False  # close the connection after answering, without reading the rest of the body
+    slow: bool = False  # answered after a pause (up to RATE_LIMITED_DELAY_SECONDS): see below
 
 
 ANSWERS: dict[type[Exception], Answer] = {
     errors.InvalidUpload: Answer(400),
     errors.TooLarge: Answer(413),
+    errors.SlowBody: Answer(408, close=True),
+    errors.RateLimited: Answer(429, retry_after=1, slow=True),
+    errors.TooManyUploads: Answer(429, retry_after=1, slow=True),
     errors.EncodedBody: Answer(415),
     errors.UnsupportedTransferCoding: Answer(501),
     errors.QuotaExceeded: Answer(402),
@@ -67,13 +76,31 @@ def reason_header(reason: str) -> dict[str, str]:
     return {"X-Reason": reason.encode("ascii", "replace").decode()[:300]}
 
 
+def error_body(reason: str, *, lnurl: bool = False) -> str:
+    body = {"status": "ERROR", "reason": reason} if lnurl else {"status": "error", "reason": reason}
+    return json.dumps(body)
+
+
+def raw_error_response(status: int, reason: str, headers: dict[str, str]) -> bytes:
+    """A whole HTTP/1.1 error response as bytes, for the connection layer to write where no request
+    was parsed (a connection over the cap, headers that never came); it closes the connection."""
+    body = error_body(reason).encode()
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in {**reason_header(reason), **headers}.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def error_response(
     status: int, reason: str, headers: dict[str, str] | None = None, *, lnurl: bool = False
 ) -> web.Response:
-    body = {"status": "ERROR", "reason": reason} if lnurl else {"status": "error", "reason": reason}
     return web.Response(
         status=status,
-        text=json.dumps(body),
+        text=error_body(reason, lnurl=lnurl),
         content_type="application/json",
         headers={**reason_header(reason), **(headers or {})},
     )
@@ -93,8 +120,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             reason = "request body is too large"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return _answer(request, exc.status, reason, headers)
-    except ConnectionResetError:  # the client went away mid-response: nothing to answer, nothing broken
-        request[ERROR_REASON] = "client disconnected"
+    except ConnectionError as exc:  # the client went away (or stopped reading) mid-response
+        request[ERROR_REASON] = str(exc) or "client disconnected"
         raise
     except Exception as exc:
         answer = answer_for(exc)
@@ -106,8 +133,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "request failed", path=request.path, method=request.method, error=str(exc) or repr(exc)
             )
         reason = answer.reason or (exc.reason if isinstance(exc, errors.Refused) else str(exc))
-        headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
-        return _answer(request, answer.status, reason, headers)
+        retry_after = answer.retry_after
+        if isinstance(exc, errors.RateLimited):
+            retry_after = max(1, math.ceil(exc.retry_after))
+        if answer.slow:
+            # A client over a limit waits for its answer (holding nothing but its connection): one that
+            # asks again at once, in a loop, is slowed to about one request per second per connection,
+            # instead of costing a full request's work each time.
+            await asyncio.sleep(min(float(retry_after or 1), RATE_LIMITED_DELAY_SECONDS))
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        response = _answer(request, answer.status, reason, headers)
+        if answer.close:
+            response.force_close()
+            request[CLOSE_AT_ONCE] = True
+        return response
 
 
 def _answer(

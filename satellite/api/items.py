@@ -30,24 +30,29 @@ async def put_item(request: web.Request) -> web.Response:
     # Refused before the body is read if it cannot fit, and read no further than the account's room;
     # the binding check is part of the commit.
     room = await room_now(deps.pool, event.pubkey, deps.now(), deps.policy)
-    spooled = await ingest.spool(
-        request.content, announced.within(room), staging_dir=deps.staging_dir, threads=deps.ingest_threads
-    )
-    request[BYTES_RECEIVED] = spooled.size
-    # The body is complete: finish the commit even if the client goes away now, so a retry finds the
-    # file stored instead of a half-done upload (storage without a row).
-    row = await asyncio.shield(
-        items.store_upload(
-            pool=deps.pool,
-            storage=deps.storage,
-            spooled=spooled,
-            pubkey=event.pubkey,
-            name=name,
-            label=label,
-            now=deps.now(),
-            policy=deps.policy,
+    async with deps.throttle.upload_slot(event.pubkey):
+        spooled = await ingest.spool(
+            request.content,
+            announced.within(room),
+            staging_dir=deps.staging_dir,
+            threads=deps.ingest_threads,
+            pace=deps.settings.body_pace,
         )
-    )
+        request[BYTES_RECEIVED] = spooled.size
+        # The body is complete: finish the commit even if the client goes away now, so a retry finds the
+        # file stored instead of a half-done upload (storage without a row).
+        row = await asyncio.shield(
+            items.store_upload(
+                pool=deps.pool,
+                storage=deps.storage,
+                spooled=spooled,
+                pubkey=event.pubkey,
+                name=name,
+                label=label,
+                now=deps.now(),
+                policy=deps.policy,
+            )
+        )
     body = deps.links.describe(row)
     body["nip94"] = nip94_tags(body)
     return web.json_response(body)

@@ -24,6 +24,9 @@ log = structlog.get_logger("satellite.media")
 
 _BLOB_NAME = re.compile(r"^([0-9a-f]{64})(?:\.([A-Za-z0-9][A-Za-z0-9.]{0,31}))?$")
 _HASH_LIKE = re.compile(r"^[0-9A-Za-z]{32,128}$")
+# A download the client stops reading is cut when a slice of this size is not taken within
+# SEND_TIMEOUT_SECONDS.
+SEND_SLICE_BYTES = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 SANDBOX_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
 
@@ -99,6 +102,36 @@ def _open_local(deps: Deps, sha256: str) -> BinaryIO | None:
         raise ApiError(404, "not found") from None
 
 
+class SendStalled(ConnectionResetError):
+    """The client stopped reading: the response is cut and the connection closed."""
+
+
+async def _sendfile(
+    transport: asyncio.Transport, handle: BinaryIO, part: ByteRange, stall_seconds: float
+) -> None:
+    """sendfile(2) in slices of SEND_SLICE_BYTES, each of which the client must take within
+    `stall_seconds`."""
+    loop = asyncio.get_running_loop()
+    offset, end = part.start, part.start + part.length
+    while offset < end:
+        count = min(SEND_SLICE_BYTES, end - offset)
+        try:
+            async with asyncio.timeout(stall_seconds):
+                await loop.sendfile(transport, handle, offset, count)
+        except TimeoutError:
+            transport.abort()
+            raise SendStalled(f"the client took no {count} bytes in {stall_seconds:g} s") from None
+        offset += count
+
+
+async def _write(response: web.StreamResponse, chunk: bytes, deps: Deps) -> None:
+    try:
+        async with asyncio.timeout(deps.settings.send_timeout_seconds):
+            await response.write(chunk)
+    except TimeoutError:
+        raise SendStalled(f"the client took no data in {deps.settings.send_timeout_seconds:g} s") from None
+
+
 async def _send(
     request: web.Request, deps: Deps, sha256: str, status: int, headers: dict[str, str], part: ByteRange
 ) -> web.StreamResponse:
@@ -118,15 +151,15 @@ async def _send(
             if transport is None or transport.is_closing():
                 return response
             try:
-                await asyncio.get_running_loop().sendfile(transport, handle, part.start, part.length)
+                await _sendfile(transport, handle, part, deps.settings.send_timeout_seconds)
             except NotImplementedError:  # uvloop has no loop.sendfile; it fails before sending anything
                 async for chunk in _read(deps, sha256, part):
-                    await response.write(chunk)
+                    await _write(response, chunk, deps)
     else:
         chunks = await _opened(deps, sha256, part)  # 404/503 now, before any header is sent
         await response.prepare(request)
         async for chunk in chunks:
-            await response.write(chunk)
+            await _write(response, chunk, deps)
     request[BYTES_SENT] = part.length
     await response.write_eof()
     return response
@@ -164,9 +197,9 @@ async def _send_multipart(
     await response.prepare(request)
     if request.method != "HEAD":
         for index, (part, head) in enumerate(zip(ranges, part_headers, strict=True)):
-            await response.write((b"\r\n" if index else b"") + head)
+            await _write(response, (b"\r\n" if index else b"") + head, deps)
             async for chunk in _read(deps, sha256, part):
-                await response.write(chunk)
+                await _write(response, chunk, deps)
         await response.write(closing)
         request[BYTES_SENT] = length
     await response.write_eof()

@@ -1,16 +1,20 @@
-"""GET / (what this server is), GET /health (can it reach its database) and GET /readyz (is every part
-of it working: database, storage and the supervised background tasks)."""
+"""GET / (what this server is), GET /healthz (the process is up: no I/O), GET /health (can it reach
+its database), GET /readyz (is every part of it working: database, storage and the supervised
+background tasks) and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable
 
 from aiohttp import web
 
 from satellite.api.errors import ApiError, reason_header
-from satellite.deps import DEPS, SUPERVISOR
+from satellite.api.observe import sample
+from satellite.deps import DEPS, METRICS, SUPERVISOR
 from satellite.errors import DatabaseBusy
+from satellite.metrics import CONTENT_TYPE
 
 PROBE_SECONDS = 3.0
 NO_SUCH_BLOB = "0" * 64
@@ -28,6 +32,29 @@ async def info(request: web.Request) -> web.Response:
             "maxUploadBytes": deps.settings.max_upload_bytes,
         }
     )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+MAIN_APP: web.AppKey[web.Application] = web.AppKey("main_app")  # set on a separate metrics listener
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus exposition; with METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    app = request.app.get(MAIN_APP, request.app)
+    deps = app[DEPS]
+    token = deps.settings.metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(
+                401, "metrics need the metrics token", {"WWW-Authenticate": 'Bearer realm="metrics"'}
+            )
+    registry = app[METRICS]
+    await sample(registry, deps.pool)
+    return web.Response(body=registry.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def health(request: web.Request) -> web.Response:

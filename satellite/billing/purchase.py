@@ -54,6 +54,7 @@ class Shop:
     relays: list[str]
     node_timeout_seconds: float
     clock: Callable[[], float] = time.time
+    on_invoice: Callable[[], None] = lambda: None  # told of every invoice handed out
 
     async def make_offer(self, *, buyer: str, gb_months: int) -> Offer:
         """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
@@ -130,6 +131,7 @@ class Shop:
         if not recorded:  # the offer lapsed while the node worked: this invoice is never handed out
             raise offer_events.PaymentError("this offer has expired: request a new one")
         log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
+        self.on_invoice()
         return invoice.bolt11
 
     async def _why_not_free(self, offer_id: str) -> str:

@@ -26,7 +26,7 @@ import asyncpg
 import structlog
 
 from satellite.billing.policy import AccountPolicy
-from satellite.billing.settle import Payment, settle
+from satellite.billing.settle import Outcome, Payment, settle
 from satellite.db import offers
 from satellite.db.pool import TRANSIENT_ERRORS
 from satellite.lightning.base import BackendUnavailable, InvoiceState, LightningBackend
@@ -50,6 +50,7 @@ class SettlementWatcher:
         policy: AccountPolicy,
         poll_seconds: float,
         clock: Callable[[], float] = time.time,
+        on_settled: Callable[[str, float | None], None] = lambda _outcome, _lag: None,
     ) -> None:
         self.dsn = dsn
         self.pool = pool
@@ -58,6 +59,7 @@ class SettlementWatcher:
         self.policy = policy
         self.poll_seconds = poll_seconds
         self.clock = clock
+        self.on_settled = on_settled  # (outcome, seconds from the node's settle time), for each settle
         self.is_leader = False
         self.standby_rounds = 0  # times it found another process leading (it waits, then asks again)
 
@@ -179,7 +181,10 @@ class SettlementWatcher:
         )
 
     async def settle_one(self, payment: Payment) -> None:
-        await settle(self.pool, self.service_key, payment, policy=self.policy, now=self._now())
+        now = self._now()
+        outcome = await settle(self.pool, self.service_key, payment, policy=self.policy, now=now)
+        lag = now.timestamp() - payment.settled_at if outcome == Outcome.CREDITED else None
+        self.on_settled(outcome.value, lag)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

@@ -38,6 +38,13 @@ class FileRow:
     infohash: str
 
 
+async def stored_totals(db: Executor) -> tuple[int, int]:
+    """(distinct blobs, their bytes)."""
+    row = await db.fetchrow("SELECT count(*) AS n, coalesce(sum(size), 0) AS total FROM blobs")
+    assert row is not None
+    return int(row["n"]), int(row["total"])
+
+
 async def get_blob(db: Executor, sha256: str) -> BlobRow | None:
     row = await db.fetchrow(
         "SELECT sha256, size, type, ext, infohash, piece_length, pieces FROM blobs WHERE sha256 = $1",

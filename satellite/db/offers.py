@@ -153,6 +153,18 @@ async def expire_unpaid_offers(db: Executor, now: datetime) -> int:
     return int(str(status).split()[-1])
 
 
+async def prune(db: Executor, *, never_invoiced_before: datetime, unpaid_before: datetime) -> int:
+    """Delete offers nobody can use any more: never invoiced and lapsed before `never_invoiced_before`,
+    or invoiced, never paid, and lapsed before `unpaid_before`. Paid offers are receipts: kept."""
+    status = await db.execute(
+        "DELETE FROM offers WHERE (status IN ('offered', 'invoicing', 'expired') AND bolt11 IS NULL"
+        " AND expires_at < $1) OR (status = 'expired' AND bolt11 IS NOT NULL AND expires_at < $2)",
+        never_invoiced_before,
+        unpaid_before,
+    )
+    return int(str(status).split()[-1])
+
+
 async def mark_expired(db: Executor, offer_id: str) -> None:
     await db.execute("UPDATE offers SET status = 'expired' WHERE id = $1 AND status = 'invoiced'", offer_id)
 
