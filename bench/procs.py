@@ -192,9 +192,12 @@ class RssSampler:
         self._thread.join(timeout=5)
 
 
-def start_satellite(tmp: Path, cleanup: Cleanup, *, timeout: float) -> tuple[subprocess.Popen, str, Path]:
+def start_satellite(
+    tmp: Path, cleanup: Cleanup, *, timeout: float, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str, Path]:
     """`satellite serve` on embedded defaults in tmp/data on a free loopback port; (process, base URL,
-    data dir). WORKERS, when set in our environment, is passed through unchanged."""
+    data dir). WORKERS, when set in our environment, is passed through unchanged; `extra_env` overrides the
+    bench's own settings (e.g. LOG_LEVEL)."""
     port = free_port()
     data_dir = tmp / "data"
     env = {
@@ -210,6 +213,7 @@ def start_satellite(tmp: Path, cleanup: Cleanup, *, timeout: float) -> tuple[sub
     }
     for name in ("DATABASE_URL", "PUBLIC_URL", "STORAGE_DIR", "SERVICE_KEY"):
         env.pop(name, None)
+    env.update(extra_env or {})
     log = tmp / "satellite.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
