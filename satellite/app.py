@@ -69,7 +69,6 @@ HTTP_LIMITS: HttpLimits = {
     # the client can read the answer) before closing: short, so a slow client cannot hold on.
     "lingering_time": 2.0,
 }
-PRUNE_EVERY_SECONDS = 60
 NEVER_INVOICED_KEPT = timedelta(hours=1)  # after its offer lapsed, so a late callback hears "expired"
 
 
@@ -172,9 +171,9 @@ def _settled(metrics: Metrics, outcome: str, lag_seconds: float | None) -> None:
 
 async def _prune(deps: Deps) -> None:
     """Retention: spent auth events, offers nobody can use any more, full rate-limit buckets and the
-    upload leases of dead processes, every PRUNE_EVERY_SECONDS."""
+    upload leases of dead processes, every PRUNE_EVERY_SECONDS (a setting)."""
     while True:
-        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+        await asyncio.sleep(deps.settings.prune_every_seconds)
         now = deps.now()
         try:
             removed = {

@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     metrics_token: str = ""
 
     # --- housekeeping ---
+    # How often spent auth events, lapsed offers, full rate-limit buckets and dead upload leases are
+    # deleted.
+    prune_every_seconds: float = Field(60.0, gt=0)
     # Invoices never paid are kept this long after they lapse (for reconciliation), then deleted.
     unpaid_invoice_retention_days: int = Field(30, ge=1)
     # How often spool files left by dead processes (uploads cut off by a crash) are removed.
