@@ -39,3 +39,30 @@ async def test_a_sane_client_request_id_is_kept(client):
     assert resp.headers["X-Request-Id"] == "abc-123"
     resp = await client.get("/health", headers={"X-Request-Id": "bad id\twith junk"})
     assert resp.headers["X-Request-Id"] != "bad id\twith junk"
+
+
+def test_a_repeated_warning_is_written_once_per_interval_with_a_count(capsys):
+    from satellite import log as satellite_log
+
+    now = [1000.0]
+    repeats = satellite_log.Repeats(interval=60, clock=lambda: now[0])
+    saved, satellite_log._repeats = satellite_log._repeats, repeats
+    configure_logging(json_logs=True)
+    try:
+        logger = structlog.get_logger("satellite.test")
+        for _ in range(500):
+            logger.warning("connection refused", kind="over cap")
+        logger.warning("another kind", kind="other")
+        logger.info("request")  # info lines are never held back
+        logger.info("request")
+        now[0] += 61
+        logger.warning("connection refused", kind="over cap")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    finally:
+        satellite_log._repeats = saved
+        structlog.reset_defaults()
+    refused = [line for line in lines if line["event"] == "connection refused"]
+    assert len(refused) == 2
+    assert "repeated" not in refused[0] and refused[1]["repeated"] == 499
+    assert [line["event"] for line in lines].count("another kind") == 1
+    assert [line["event"] for line in lines].count("request") == 2
