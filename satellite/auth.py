@@ -22,21 +22,11 @@ class Action(StrEnum):
 
 
 class AuthError(Exception):
-    """An auth rule failed; always answered 403 with this reason. `pubkey` is set when the event's
-    signature is valid (its key did sign it), so the failure can be counted against that key."""
+    """An auth rule failed; always answered 403 with this reason."""
 
-    def __init__(self, reason: str, pubkey: str | None = None) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.pubkey = pubkey
-
-
-def _signer(event: Event) -> str | None:
-    try:
-        verify(event)
-    except EventError:
-        return None
-    return event.pubkey
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +48,13 @@ def check_auth_event(raw: str | None, action: Action, *, now: int, rules: AuthRu
     except EventError as exc:
         raise AuthError(f"malformed auth event: {exc}") from exc
     if event.kind != AUTH_KIND:
-        raise AuthError(f"wrong kind: auth events must be kind {AUTH_KIND}", _signer(event))
+        raise AuthError(f"wrong kind: auth events must be kind {AUTH_KIND}")
     if event.content != action.value:
-        raise AuthError(f"wrong content: this request needs content '{action.value}'", _signer(event))
+        raise AuthError(f"wrong content: this request needs content '{action.value}'")
     if event.created_at < now - rules.window_seconds:
-        raise AuthError(
-            f"auth event expired: created_at is more than {rules.window_seconds} s in the past",
-            _signer(event),
-        )
+        raise AuthError(f"auth event expired: created_at is more than {rules.window_seconds} s in the past")
     if event.created_at > now + rules.window_seconds:
-        raise AuthError(
-            f"auth event from the future: created_at is more than {rules.window_seconds} s ahead",
-            _signer(event),
-        )
+        raise AuthError(f"auth event from the future: created_at is more than {rules.window_seconds} s ahead")
     try:
         verify(event)
     except EventError as exc:

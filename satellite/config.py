@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     credit_requests_per_pubkey: str = "10/minute"
     uploads_per_ip: str = "600/minute"
     uploads_per_pubkey: str = "300/minute"
+    # Every other authenticated request (GET /account, DELETE /item).
+    requests_per_ip: str = "600/minute"
+    requests_per_pubkey: str = "300/minute"
     # Uploads one pubkey may have in progress at once (0: no cap).
     max_concurrent_uploads_per_pubkey: int = Field(8, ge=0)
 
@@ -159,6 +162,9 @@ class Settings(BaseSettings):
     # Open connections per process; 0: as many as the fd limit allows ((limit - 256) / 2; the limit is
     # raised to its hard maximum at start). Connections over it are answered 503 and closed.
     max_connections: int = Field(0, ge=0)
+    # Open connections one client address may hold (IPv4 address or IPv6 /64; never TRUSTED_PROXIES);
+    # 0: no cap.
+    max_connections_per_ip: int = Field(64, ge=0)
     # A request's headers must be complete this long after their first byte (answered 408 if not).
     header_timeout_seconds: float = Field(10.0, gt=0)
     # An idle kept-alive connection is closed after this long.
@@ -232,6 +238,8 @@ class Settings(BaseSettings):
         "credit_requests_per_pubkey",
         "uploads_per_ip",
         "uploads_per_pubkey",
+        "requests_per_ip",
+        "requests_per_pubkey",
     )
     @classmethod
     def _valid_rate(cls, value: str) -> str:
@@ -264,6 +272,8 @@ class Settings(BaseSettings):
             credit_per_pubkey=parse_rule(self.credit_requests_per_pubkey),
             uploads_per_ip=parse_rule(self.uploads_per_ip),
             uploads_per_pubkey=parse_rule(self.uploads_per_pubkey),
+            requests_per_ip=parse_rule(self.requests_per_ip),
+            requests_per_pubkey=parse_rule(self.requests_per_pubkey),
             concurrent_uploads_per_pubkey=self.max_concurrent_uploads_per_pubkey,
         )
 

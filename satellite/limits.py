@@ -64,6 +64,8 @@ class Limits:
     credit_per_pubkey: Rule | None = None
     uploads_per_ip: Rule | None = None
     uploads_per_pubkey: Rule | None = None
+    requests_per_ip: Rule | None = None  # every other authenticated request
+    requests_per_pubkey: Rule | None = None
     concurrent_uploads_per_pubkey: int = 0  # 0: no cap
 
     def rules(self) -> list[Rule]:
@@ -76,6 +78,8 @@ class Limits:
                 self.credit_per_pubkey,
                 self.uploads_per_ip,
                 self.uploads_per_pubkey,
+                self.requests_per_ip,
+                self.requests_per_pubkey,
             )
             if r is not None
         ]
@@ -84,7 +88,8 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Check:
     """One bucket to look at: allowed when it holds at least `need` tokens; `cost` is taken if every
-    check of the request is allowed. A peek is cost 0, need 1; recording a failure is cost 1, need 0."""
+    check of the request is allowed. A peek is cost 0, need 1; recording a failure is cost 1, need 0;
+    giving a token back is cost -1, need 0."""
 
     key: str
     rule: Rule
@@ -131,11 +136,11 @@ class LocalBuckets:
         return longest, refused
 
     def take(self, checks: list[Check], now: float) -> None:
-        """Take each check's cost (the shared buckets allowed them)."""
+        """Take each check's cost (the shared buckets allowed them); a negative cost gives back."""
         for check in checks:
-            if check.cost <= 0:
+            if check.cost == 0:
                 continue
-            tokens = max(0.0, self._level(check, now) - check.cost)
+            tokens = min(float(check.rule.burst), max(0.0, self._level(check, now) - check.cost))
             self._buckets[check.key] = (tokens, now)
             self._buckets.move_to_end(check.key)
         while len(self._buckets) > self._max_keys:

@@ -1,16 +1,24 @@
 """Abuse limits: how often one client (an address, see `client_ip`) or one account (a pubkey) may fail
-to authenticate, ask for credit, and upload; and how many uploads one account may run at once.
+to authenticate, ask for credit, upload and make other authenticated requests; and how many uploads one
+account may run at once.
 
 Every limit is shared by all processes on one database (`db/rate_limits.py`, `db/upload_leases.py`),
 so it holds with WORKERS > 1 and across hosts. A process keeps the same buckets in memory and refuses
 at once, without the database, what they already refuse.
 
-- Failed authentications are counted per address and, when the event's signature is valid (so its
-  pubkey did sign it: a stale or reused event), per pubkey. Once a bucket is empty, every authenticated
-  request from that address (or for that pubkey) is refused until it refills: signatures are not even
-  checked.
-- Credit requests and uploads take a token per address and per account, after the address's failures
-  are checked and before the body is read.
+A request goes through two checks, one database call each:
+
+- `before_auth`, before its event is even parsed: the address reserves one failure token (so however
+  many requests race, no more are checked than the budget allows) and takes its token for the kind of
+  request. Once the address's failure bucket is empty its authenticated requests are refused here,
+  without checking signatures.
+- `admitted`, once the event is valid: the reserved failure token is given back, and the pubkey takes
+  its token for the kind of request (and is refused if its own failure bucket is empty).
+
+A refused event keeps its reserved token: that is its failure, counted against the address. A failure
+counts against a pubkey only when its event was valid in every other way and had been used already
+(`replayed`): a signature alone proves nothing of who sends it (anyone can send a note the victim
+published), so counting stale or wrong-kind events would let anyone lock a victim out.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ class Metered(StrEnum):
 
     CREDIT = "credit"
     UPLOAD = "upload"
+    OTHER = "request"  # every other authenticated request (GET /account, DELETE /item)
+
+
+_METERED_WORDS = {Metered.CREDIT: "credit requests", Metered.UPLOAD: "uploads", Metered.OTHER: "requests"}
 
 
 def _refusal(check: Check, wait: float) -> RateLimited:
@@ -63,28 +75,27 @@ class Throttle:
         self._local = LocalBuckets()
         self._on_refused = on_refused
 
-    def _failures(self, scope: str, who: str, *, peek: bool) -> list[Check]:
-        """A peek (is there room for one more failure?) or the record of one failure."""
+    def _failures(self, scope: str, who: str, *, cost: float, need: float) -> list[Check]:
         rule = self.limits.auth_failures_per_ip if scope == "ip" else self.limits.auth_failures_per_pubkey
         if rule is None:
             return []
         owner = "from this address" if scope == "ip" else "for this pubkey"
-        cost, need = (0.0, 1.0) if peek else (1.0, 0.0)
         return [Check(f"auth-failures:{scope}:{who}", rule, f"failed authentications {owner}", cost, need)]
 
-    def _metered(self, kind: Metered | None, scope: str, who: str) -> list[Check]:
-        if kind is None:
-            return []
-        if kind == Metered.CREDIT:
-            rule = self.limits.credit_per_ip if scope == "ip" else self.limits.credit_per_pubkey
-            what = "credit requests"
-        else:
-            rule = self.limits.uploads_per_ip if scope == "ip" else self.limits.uploads_per_pubkey
-            what = "uploads"
+    def _metered(self, kind: Metered, scope: str, who: str) -> list[Check]:
+        limits = self.limits
+        rule = {
+            (Metered.CREDIT, "ip"): limits.credit_per_ip,
+            (Metered.CREDIT, "pubkey"): limits.credit_per_pubkey,
+            (Metered.UPLOAD, "ip"): limits.uploads_per_ip,
+            (Metered.UPLOAD, "pubkey"): limits.uploads_per_pubkey,
+            (Metered.OTHER, "ip"): limits.requests_per_ip,
+            (Metered.OTHER, "pubkey"): limits.requests_per_pubkey,
+        }[(kind, scope)]
         if rule is None:
             return []
         owner = "from this address" if scope == "ip" else "for this pubkey"
-        return [Check(f"{kind.value}:{scope}:{who}", rule, f"{what} {owner}")]
+        return [Check(f"{kind.value}:{scope}:{who}", rule, f"{_METERED_WORDS[kind]} {owner}")]
 
     async def _take(self, checks: list[Check]) -> None:
         if not checks:
@@ -98,20 +109,30 @@ class Throttle:
             raise _refusal(refused, wait)
         self._local.take(checks, now)
 
-    async def before_auth(self, ip: str, kind: Metered | None) -> None:
-        """Before the event is checked: the address's failures, and its token for `kind`."""
-        await self._take(self._failures("ip", ip, peek=True) + self._metered(kind, "ip", ip))
+    async def before_auth(self, ip: str, kind: Metered) -> None:
+        """Before the event is looked at: reserve a failure token of the address, and take its token
+        for `kind`."""
+        await self._take(self._failures("ip", ip, cost=1, need=1) + self._metered(kind, "ip", ip))
 
-    async def after_auth(self, pubkey: str, kind: Metered | None) -> None:
-        """Once the event is valid: the pubkey's failures, and its token for `kind`."""
-        await self._take(self._failures("pubkey", pubkey, peek=True) + self._metered(kind, "pubkey", pubkey))
+    async def admitted(self, ip: str, pubkey: str, kind: Metered) -> None:
+        """The event is valid: give the address its failure token back; the pubkey takes its token for
+        `kind`, unless its own failures have used up its budget."""
+        refund = self._failures("ip", ip, cost=-1, need=0)
+        try:
+            await self._take(
+                refund
+                + self._failures("pubkey", pubkey, cost=0, need=1)
+                + self._metered(kind, "pubkey", pubkey)
+            )
+        except RateLimited:
+            await self._take(refund)  # refused for the pubkey: still no failure of the address
+            raise
 
-    async def auth_failed(self, ip: str, pubkey: str | None) -> None:
-        """Count a failure against the address, and against the pubkey when it signed the event."""
-        checks = self._failures("ip", ip, peek=False)
-        if pubkey is not None:
-            checks += self._failures("pubkey", pubkey, peek=False)
-        await self._take(checks)
+    async def replayed(self, ip: str, pubkey: str) -> None:
+        """A valid event that had been used already: a failure of the address and of the pubkey."""
+        await self._take(
+            self._failures("ip", ip, cost=1, need=0) + self._failures("pubkey", pubkey, cost=1, need=0)
+        )
 
     @contextlib.asynccontextmanager
     async def upload_slot(self, pubkey: str) -> AsyncIterator[None]:

@@ -138,6 +138,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         free_storage_bytes=10**12,
         price_sats_per_gb_month=50,
         settlement_poll_seconds=0.5,
+        # Every test client connects from 127.0.0.1: the per-address connection cap is tested on its own.
+        max_connections_per_ip=0,
     )
 
 

@@ -4,6 +4,7 @@ server process over raw sockets, as an attacker would, then checks what a normal
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 from nostr_helpers import auth_params
 from processes import free_port, server_env
@@ -62,8 +64,7 @@ def _server(database_url: str, tmp_path: Path, **extra: str) -> Server:
         HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         BODY_TIMEOUT_SECONDS=str(BODY_WINDOW),
         BODY_MIN_BYTES_PER_SECOND="20000",
-        MAX_CONNECTIONS=str(CAP),
-        **extra,
+        **{"MAX_CONNECTIONS": str(CAP), **extra},
     )
     handle = log.open("wb")
     proc = subprocess.Popen(
@@ -350,3 +351,79 @@ def test_sigterm_twice_during_an_upload_lets_it_finish_and_exits_0(database_url,
     events = [line.get("event") for line in server.log_lines()]
     assert "stopped" in events
     assert not server.spools()
+
+
+def test_an_upload_slower_than_the_shutdown_deadline_is_cut_at_the_deadline(database_url, tmp_path):
+    """A client keeping to the pace but never finishing cannot hold the shutdown open."""
+    server = _server(database_url, tmp_path, SHUTDOWN_TIMEOUT_SECONDS="2")
+    key = SecretKey.generate()
+    try:
+        with server.connect() as sock:
+            sock.sendall(_upload_head(key, 10_000_000))
+            sock.sendall(b"x" * 500_000)
+            _wait_for(lambda: server.spools())
+            server.proc.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            while server.proc.poll() is None and time.monotonic() - stopped < 20:
+                try:
+                    sock.sendall(b"x" * 25_000)  # 25 kB every 0.1 s: above the pace, never done
+                except OSError:
+                    break
+                time.sleep(0.1)
+            assert server.proc.wait(timeout=20) == 0
+            took = time.monotonic() - stopped
+    finally:
+        _stop(server)
+    assert 2 <= took < 6, took
+    assert not server.spools()
+    assert (
+        asyncio.run(_count(database_url, "SELECT count(*) FROM upload_leases WHERE pubkey = $1", key.pubkey))
+        == 0
+    )
+
+
+async def _count(database_url: str, query: str, *args) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
+
+
+def test_one_address_cannot_take_every_connection(database_url, tmp_path):
+    """An address at its cap is refused; others are served. And at the global cap, the connection idle
+    longest makes room for a new one: holding connections open locks nobody out."""
+    server = _server(database_url, tmp_path, MAX_CONNECTIONS="30", MAX_CONNECTIONS_PER_IP="10")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            held.append(server.connect())
+        with server.connect() as eleventh:
+            eleventh.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body = _read_response(eleventh)
+        assert status == 503 and "too many connections from this address" in json.loads(body)["reason"]
+        assert headers["retry-after"] == "1"
+        # Ten other addresses, each with two kept-alive connections that then sit idle: 20 + 10 = 30.
+        idle = []
+        for n in range(10):
+            for _ in range(2):
+                sock = socket.create_connection(
+                    ("127.0.0.1", server.port), source_address=(f"127.0.0.{n + 2}", 0)
+                )
+                sock.settimeout(10)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _read_response(sock)[0] == 200
+                idle.append(sock)
+        # The server is full; a newcomer still gets in, and the connection idle longest is closed.
+        newcomer = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.99", 0))
+        newcomer.settimeout(10)
+        newcomer.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(newcomer)[0] == 200
+        newcomer.close()
+        assert held[0].recv(100) == b""  # the first held connection never sent a byte: idle longest
+        for sock in idle:
+            sock.close()
+    finally:
+        for sock in held:
+            sock.close()
+        assert _stop(server) == 0

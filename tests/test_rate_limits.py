@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,6 +79,31 @@ async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(make_client, se
     resp = await client.get(
         "/account", params=_forged(SecretKey.generate(), "Authenticate User"), headers=_from("192.0.2.99")
     )
+    await _assert_429(resp, "failed authentications from this address")
+
+
+async def test_failures_racing_each_other_get_no_more_than_the_budget(make_client, settings):
+    """300 bad events at once from one address: exactly the budget of them is even looked at."""
+    client = await make_client(settings.model_copy(update={"auth_failures_per_ip": "5/minute"}))
+
+    async def bad():
+        return (
+            await client.get("/account", params=_forged(SecretKey.generate(), "Authenticate User"))
+        ).status
+
+    statuses = await asyncio.gather(*(bad() for _ in range(300)))
+    assert sorted(statuses) == [403] * 5 + [429] * 295
+
+
+async def test_a_valid_request_gives_its_reserved_failure_back(make_client, settings):
+    client = await make_client(settings.model_copy(update={"auth_failures_per_ip": "3/minute"}))
+    user = SecretKey.generate()
+    for _ in range(10):  # many more valid requests than the failure budget
+        assert (await client.get("/account", params=auth_params(user, "Authenticate User"))).status == 200
+    for _ in range(3):
+        resp = await client.get("/account", params=_forged(SecretKey.generate(), "Authenticate User"))
+        assert resp.status == 403
+    resp = await client.get("/account", params=auth_params(user, "Authenticate User"))
     await _assert_429(resp, "failed authentications from this address")
 
 
@@ -210,14 +236,50 @@ async def test_two_servers_on_one_database_share_every_limit(make_client, settin
     assert sorted(statuses) == [200] * 10 + [429] * 20
 
 
-async def test_a_limit_can_be_turned_off(make_client, settings):
-    client = await make_client(settings.model_copy(update={"credit_requests_per_ip": "off"}))
+async def test_limits_can_be_turned_off(make_client, settings):
+    # 40 at once is more than the failure budget that requests reserve while their events are checked.
+    off = {
+        "credit_requests_per_ip": "off",
+        "credit_requests_per_pubkey": "off",
+        "auth_failures_per_ip": "off",
+    }
+    client = await make_client(settings.model_copy(update=off))
 
     async def ask():
         params = auth_params(SecretKey.generate(), "Request Storage", [["gb_months", "1"]])
         return (await client.get("/account/credit", params=params)).status
 
     assert set(await asyncio.gather(*(ask() for _ in range(40)))) == {200}
+
+
+async def test_a_victims_public_notes_cannot_lock_it_out(make_client, settings):
+    """Anyone can pick up events a victim signed and published (a note, an old auth event): sent as auth
+    they fail, but never against the victim's own budget."""
+    client = await make_client(settings.model_copy(update={**PROXY, "auth_failures_per_pubkey": "3/minute"}))
+    victim = SecretKey.generate()
+    note = json.dumps(auth_event(victim, "gm", kind=1, created_at=int(time.time()) - 30 * 86400))
+    stale = json.dumps(auth_event(victim, "Authenticate User", created_at=int(time.time()) - 3600))
+    wrong_action = json.dumps(auth_event(victim, "Delete Item"))
+    for n, raw in enumerate([note, stale, wrong_action] * 10):
+        resp = await client.get("/account", params={"auth": raw}, headers=_from(f"192.0.2.{n}"))
+        assert resp.status == 403
+    fresh = auth_params(victim, "Authenticate User")
+    assert (await client.get("/account", params=fresh, headers=_from("198.51.100.9"))).status == 200
+
+
+async def test_other_authenticated_requests_are_limited_too(make_client, settings, db):
+    client = await make_client(settings.model_copy(update={**PROXY, "requests_per_pubkey": "4/minute"}))
+    user = SecretKey.generate()
+    statuses = []
+    for n in range(6):
+        params = auth_params(user, "Authenticate User")
+        statuses.append(
+            (await client.get("/account", params=params, headers=_from(f"198.51.100.{n}"))).status
+        )
+    assert statuses == [200] * 4 + [429] * 2
+    resp = await client.delete("/item", params=auth_params(user, "Delete Item", [["x", "0" * 64]]))
+    await _assert_429(resp, "requests for this pubkey")
+    assert await db.fetchval("SELECT count(*) FROM auth_events") == 4  # refused events are not stored
 
 
 @pytest.mark.parametrize("bad", ["10", "ten/minute", "5/fortnight", "-1/second", "5/minute/2"])

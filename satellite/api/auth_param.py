@@ -20,30 +20,30 @@ MAX_NAME_CHARS = 255
 MAX_LABEL_CHARS = 1024
 
 
-# The actions whose requests take a rate-limit token (every action counts its failures).
+# The kind of rate-limit token each action's requests take.
 METERED = {Action.UPLOAD: Metered.UPLOAD, Action.REQUEST_STORAGE: Metered.CREDIT}
 
 
 async def authorize(request: web.Request, action: Action) -> Event:
     """Check the rate limits and every auth rule, then spend the event (single use). A refused event is
-    a 403, and counts as a failure; a rate limit is a 429 (and spends nothing)."""
+    a 403 and counts as a failure of the client's address; a rate limit is a 429 (and spends nothing).
+    See `satellite.throttle`."""
     deps = request.app[DEPS]
     client = request[CLIENT_KEY]
-    metered = METERED.get(action)
+    metered = METERED.get(action, Metered.OTHER)
     await deps.throttle.before_auth(client, metered)
     now = deps.clock()
     try:
         event = check_auth_event(request.query.get("auth"), action, now=int(now), rules=deps.auth_rules)
     except AuthError as exc:
         request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
-        await deps.throttle.auth_failed(client, exc.pubkey)
-        raise ApiError(403, exc.reason) from exc
+        raise ApiError(403, exc.reason) from exc  # the failure token reserved stays taken
     request[PUBKEY] = event.pubkey
-    await deps.throttle.after_auth(event.pubkey, metered)
+    await deps.throttle.admitted(client, event.pubkey, metered)
     expires = datetime.fromtimestamp(claim_expires_at(event, deps.auth_rules), UTC)
     if not await auth_events.claim(deps.pool, event.id, expires):
         request.app[METRICS].auth_failures.labels("auth event already used").inc()
-        await deps.throttle.auth_failed(client, event.pubkey)
+        await deps.throttle.replayed(client, event.pubkey)
         raise ApiError(403, "auth event already used: sign a new event for every request")
     return event
 

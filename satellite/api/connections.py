@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from satellite.api.errors import error_response, raw_error_response
+from satellite.client_ip import IPNetwork, client_key, parse_address
 from satellite.config import Settings
 from satellite.cors import COMMON_HEADERS
 from satellite.deps import METRICS
@@ -42,9 +44,10 @@ from satellite.request_state import CLOSE_AT_ONCE
 log = structlog.get_logger("satellite.connections")
 # Descriptors kept free of connections: the database pool, spool files, stored blobs, logs.
 FD_RESERVE = 256
-# Refused connections whose answer is still being written; past this many, they are dropped unanswered.
+# Refused connections whose answer is still being read; past this many, they are dropped unanswered.
 MAX_LINGERING_REFUSALS = 256
 REFUSAL_LINGER_SECONDS = 1.0
+MIN_SHUTDOWN_STEP_SECONDS = 0.1  # once the deadline has passed: how long cancelled handlers get
 
 
 def fd_limit() -> int:
@@ -71,6 +74,8 @@ class ConnectionLimits:
     max_connections: int
     header_timeout: float
     keepalive_timeout: float
+    max_per_address: int = 0  # 0: no cap per client address
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # never capped per address: they carry many clients
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
@@ -78,40 +83,72 @@ class ConnectionLimits:
             max_connections=connection_cap(settings.max_connections, fd_limit()),
             header_timeout=settings.header_timeout_seconds,
             keepalive_timeout=settings.keepalive_timeout_seconds,
+            max_per_address=settings.max_connections_per_ip,
+            trusted_proxies=settings.trusted_proxy_networks,
         )
 
 
 class ConnectionGuard:
-    """The open connections of one process, and the refusals they met."""
+    """The open connections of one process, and the refusals they met.
+
+    At the cap, the connection idle longest (kept alive, or never sent a byte) is closed to make room
+    for the new one; only when none is idle is the new one refused. A client holding many idle
+    connections open cannot lock others out that way, and one address may hold at most
+    `max_per_address` connections at all."""
 
     def __init__(self, limits: ConnectionLimits, metrics: Metrics | None = None) -> None:
         self.limits = limits
         self.metrics = metrics
         self.open = 0
         self.lingering = 0
-        self.refused = 0  # connections over the cap, since start
+        self.refused = 0  # connections refused, since start
         self.head_timeouts = 0  # request heads that did not come in time
+        self.per_address: dict[str, int] = {}
+        self.idle: OrderedDict[GuardedHandler, None] = OrderedDict()  # oldest first
 
-    def admit(self) -> bool:
+    def admit(self, address: str | None) -> str | None:
+        """None: admitted. Otherwise the reason it is refused."""
+        if address is not None and self.per_address.get(address, 0) >= self.limits.max_per_address:
+            return self._refuse("too many connections from this address", address)
         if self.open >= self.limits.max_connections:
-            self.refused += 1
-            if self.metrics is not None:
-                self.metrics.connections_refused.inc()
-            log.warning(
-                "connection refused: too many open connections",
-                kind="over cap",
-                open=self.open,
-                cap=self.limits.max_connections,
-                refused_total=self.refused,
-            )
-            return False
+            if not self.idle:
+                return self._refuse("too many open connections", address)
+            oldest, _ = self.idle.popitem(last=False)
+            oldest.force_close()  # its connection_lost releases its place
+            self.open -= 1
+            oldest.released = True
         self.open += 1
+        if address is not None:
+            self.per_address[address] = self.per_address.get(address, 0) + 1
         self._count()
-        return True
+        return None
 
-    def release(self) -> None:
-        self.open -= 1
+    def release(self, handler: GuardedHandler, address: str | None) -> None:
+        self.idle.pop(handler, None)
+        if address is not None:
+            left = self.per_address.get(address, 1) - 1
+            if left > 0:
+                self.per_address[address] = left
+            else:
+                self.per_address.pop(address, None)
+        if not handler.released:
+            self.open -= 1
+            handler.released = True
         self._count()
+
+    def _refuse(self, why: str, address: str | None) -> str:
+        self.refused += 1
+        if self.metrics is not None:
+            self.metrics.connections_refused.inc()
+        log.warning(
+            f"connection refused: {why}",
+            kind="over cap",
+            open=self.open,
+            cap=self.limits.max_connections,
+            remote=address,
+            refused_total=self.refused,
+        )
+        return why
 
     def timed_out(self) -> None:
         self.head_timeouts += 1
@@ -128,43 +165,58 @@ def _request_id() -> str:
 
 
 class GuardedHandler(RequestHandler):
-    """aiohttp's connection handler, with the cap, the head timeout and JSON parser errors."""
+    """aiohttp's connection handler, with the caps, the head timeout and JSON parser errors."""
 
     def __init__(self, manager: Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._admitted = False
+        self.released = False  # its place in the count given back (closed to make room, or lost)
+        self._address: str | None = None  # counted per address under this key (None: not capped)
         self._awaiting_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
-        self._refusal: asyncio.Transport | None = None
+        self._lingering = False  # answered and closing: whatever comes now is dropped
+        self._refused = False
         self._close_after_request = False
 
-    # --- the cap ---
+    # --- the caps ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if not self._guard.admit():
-            self._refuse(transport)
+        self._address = self._capped_address(transport)
+        refused = self._guard.admit(self._address)
+        if refused is not None:
+            if self._guard.lingering >= MAX_LINGERING_REFUSALS:
+                transport.abort()  # not admitted, not lingering: its connection_lost does nothing
+                return
+            self._refused = True
+            self._guard.lingering += 1
+            self._answer_and_close(transport, 503, f"{refused}: try again shortly", {"Retry-After": "1"})
             return
         self._admitted = True
         super().connection_made(transport)
         self._arm()
+        self._idle(True)
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        if self._guard.lingering >= MAX_LINGERING_REFUSALS:
-            transport.abort()
-            return
-        # Written at once, then the request (if any) is read and dropped until the client has read the
-        # answer and closed, or a second has passed: closing with unread data would reset the
-        # connection and could destroy the answer before the client reads it.
-        self._guard.lingering += 1
-        self._refusal = transport
+    def _capped_address(self, transport: asyncio.Transport) -> str | None:
+        if self._guard.limits.max_per_address <= 0:
+            return None
+        address = parse_address(_peer(transport) or "")
+        if address is None or any(address in net for net in self._guard.limits.trusted_proxies):
+            return None
+        return client_key(address)
+
+    def _answer_and_close(
+        self, transport: asyncio.Transport, status: int, reason: str, headers: dict[str, str]
+    ) -> None:
+        """Write a whole answer, then read and drop whatever comes until the client has read it and
+        closed, or a second has passed: closing with unread data would reset the connection, and the
+        reset could destroy the answer before the client reads it."""
+        self._lingering = True
         transport.write(
             raw_error_response(
-                503,
-                "too many open connections: try again shortly",
-                {**COMMON_HEADERS, "Retry-After": "1", REQUEST_ID_HEADER: _request_id()},
+                status, reason, {**COMMON_HEADERS, **headers, REQUEST_ID_HEADER: _request_id()}
             )
         )
         if transport.can_write_eof():
@@ -172,25 +224,33 @@ class GuardedHandler(RequestHandler):
         self._loop.call_later(REFUSAL_LINGER_SECONDS, transport.abort)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._refusal is not None:
-            self._refusal = None
+        if self._refused:
+            self._refused = False
             self._guard.lingering -= 1
             return
         if not self._admitted:
             return
         self._admitted = False
-        self._guard.release()
+        self._guard.release(self, self._address)
         self._disarm()
         super().connection_lost(exc)
+
+    def _idle(self, idle: bool) -> None:
+        if idle and self._admitted and not self._lingering:
+            self._guard.idle[self] = None
+        else:
+            self._guard.idle.pop(self, None)
 
     # --- request heads ---
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:
+        if self._lingering:
             return  # dropped: the answer is already written
         if self._awaiting_head:
             if self._head_timer is None:  # the first byte of a request on a kept-alive connection
                 self._arm()
+            if not self._head_bytes:
+                self._idle(False)
             self._head_bytes += len(data)
         parsed = self._request_count
         super().data_received(data)
@@ -199,8 +259,8 @@ class GuardedHandler(RequestHandler):
             self._disarm()
 
     def eof_received(self) -> None:
-        if self._refusal is not None:
-            self._refusal.close()
+        if self._lingering and self.transport is not None:
+            self.transport.close()
 
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -214,6 +274,7 @@ class GuardedHandler(RequestHandler):
         if not self._messages:  # the next head's timer starts with its first byte
             self._awaiting_head = True
             self._head_bytes = 0
+            self._idle(bool(resp.keep_alive) and not self._close_after_request)
         return result
 
     # --- shutdown ---
@@ -241,7 +302,8 @@ class GuardedHandler(RequestHandler):
                 pass
             finally:
                 self._handler_waiter = None
-        await super().shutdown(None if ends is None else max(0.0, ends - loop.time()))
+        # Never 0: aiohttp takes a timeout of 0 as none at all, and would wait for the handler forever.
+        await super().shutdown(None if ends is None else max(MIN_SHUTDOWN_STEP_SECONDS, ends - loop.time()))
 
     def _arm(self) -> None:
         self._disarm()
@@ -255,25 +317,26 @@ class GuardedHandler(RequestHandler):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         transport = self.transport
-        if not self._awaiting_head or transport is None or not self._admitted:
+        if not self._awaiting_head or transport is None or not self._admitted or self._lingering:
             return
         self._guard.timed_out()
-        if self._head_bytes:  # a request had begun: say why it is cut
-            log.warning(
-                "request cut: headers too slow",
-                kind="header timeout",
-                remote=_peer(transport),
-                received_bytes=self._head_bytes,
-                timeout_seconds=self._guard.limits.header_timeout,
-            )
-            transport.write(
-                raw_error_response(
-                    408,
-                    f"request headers did not arrive within {self._guard.limits.header_timeout:g} s",
-                    {**COMMON_HEADERS, REQUEST_ID_HEADER: _request_id()},
-                )
-            )
-        self.force_close()
+        self._idle(False)
+        if not self._head_bytes:  # nothing was ever sent: nothing to answer
+            self.force_close()
+            return
+        log.warning(
+            "request cut: headers too slow",
+            kind="header timeout",
+            remote=_peer(transport),
+            received_bytes=self._head_bytes,
+            timeout_seconds=self._guard.limits.header_timeout,
+        )
+        self._answer_and_close(
+            transport,
+            408,
+            f"request headers did not arrive within {self._guard.limits.header_timeout:g} s",
+            {},
+        )
 
     # --- parser errors ---
 

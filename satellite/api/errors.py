@@ -48,8 +48,8 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.InvalidUpload: Answer(400),
     errors.TooLarge: Answer(413),
     errors.SlowBody: Answer(408, close=True),
-    errors.RateLimited: Answer(429, retry_after=1, slow=True),
-    errors.TooManyUploads: Answer(429, retry_after=1, slow=True),
+    errors.RateLimited: Answer(429, retry_after=1, close=True, slow=True),
+    errors.TooManyUploads: Answer(429, retry_after=1, close=True, slow=True),
     errors.EncodedBody: Answer(415),
     errors.UnsupportedTransferCoding: Answer(501),
     errors.QuotaExceeded: Answer(402),
@@ -137,9 +137,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, errors.RateLimited):
             retry_after = max(1, math.ceil(exc.retry_after))
         if answer.slow:
-            # A client over a limit waits for its answer (holding nothing but its connection): one that
-            # asks again at once, in a loop, is slowed to about one request per second per connection,
-            # instead of costing a full request's work each time.
+            # A client over a limit waits for its answer (holding nothing but its connection), which then
+            # closes: one asking again at once, in a loop or pipelined, is slowed to about a request per
+            # second per connection it opens, instead of costing a full request's work each time.
             await asyncio.sleep(min(float(retry_after or 1), RATE_LIMITED_DELAY_SECONDS))
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         response = _answer(request, answer.status, reason, headers)

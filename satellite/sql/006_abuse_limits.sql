@@ -12,7 +12,8 @@ CREATE UNLOGGED TABLE rate_buckets (
 CREATE INDEX rate_buckets_by_age ON rate_buckets (updated_at);
 
 -- Check several buckets at once, all or nothing. Bucket i is allowed when it holds at least needs[i]
--- tokens; if every one is, each loses costs[i] (never below zero) and wait is 0. Otherwise nothing is
+-- tokens; if every one is, each loses costs[i] (never below zero; a negative cost gives tokens back,
+-- never above the burst) and wait is 0. Otherwise nothing is
 -- taken, `wait` is the seconds until every bucket would be allowed and `refused` the (1-based) index of
 -- the bucket that waits longest. Rows are locked in key order, so concurrent callers on overlapping
 -- keys queue instead of deadlocking.
@@ -47,9 +48,10 @@ BEGIN
         RETURN;
     END IF;
     FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
-        IF p_costs[i] > 0 THEN
+        IF p_costs[i] <> 0 THEN
             UPDATE rate_buckets
-               SET tokens = greatest(0, levels[i] - p_costs[i]), updated_at = greatest(updated_at, p_now)
+               SET tokens = least(p_bursts[i], greatest(0, levels[i] - p_costs[i])),
+                   updated_at = greatest(updated_at, p_now)
              WHERE key = p_keys[i];
         END IF;
     END LOOP;
