@@ -154,7 +154,10 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
         supervisor.start("settlement watcher", watcher.run)
         supervisor.start("blob cache follower", lambda: follow_changes(dsn, blob_cache))
         supervisor.start("pruning", lambda: _prune(app[DEPS]))
-        supervisor.start("metrics sampling", lambda: sample_forever(metrics, pool))
+        supervisor.start("upload lease holder", lambda: app[DEPS].throttle.hold_leases(dsn))
+        supervisor.start(
+            "metrics sampling", lambda: sample_forever(metrics, pool, settings.metrics_sample_seconds)
+        )
         supervisor.start("spool sweeping", lambda: _sweep_spools(staging_dir, settings.spool_sweep_seconds))
         log.info("ready", url=settings.base_url, pubkey=service_key.pubkey, storage=str(settings.blob_dir))
         try:

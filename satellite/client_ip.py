@@ -1,11 +1,13 @@
 """Who the client is: the peer address, or, when the peer is a trusted proxy, the address the proxies
 say they received the request from. Pure.
 
-`X-Forwarded-For` and `Forwarded` (RFC 7239) are believed only from a peer in TRUSTED_PROXIES, and only
-as far as they are written by trusted proxies: the chain is read from the right (the hop nearest to
-us), past every trusted proxy, and the first address that is not one is the client. Whatever a client
-writes into these headers itself sits to the left of that, and is never read. `Forwarded` is used when
-present, else `X-Forwarded-For`.
+One header is read, the one the proxies write (PROXY_HEADER: `X-Forwarded-For`, or `Forwarded`, RFC
+7239), only from a peer in TRUSTED_PROXIES, and only as far as trusted proxies wrote it: the chain is
+read from the right (the hop nearest to us), past every trusted proxy, and the first address that is
+not one is the client. Whatever a client writes into that header itself sits to the left of that,
+and is never read; the other header, which a proxy passes on as the client wrote it, is never read at
+all. An entry a trusted proxy wrote that is not an address (`unknown`, an obfuscated name) stops the
+walk: the client counts as that proxy.
 
 Rate limits count per client: an IPv4 address, or the /64 of an IPv6 address (one subscriber's whole
 allocation).
@@ -81,16 +83,16 @@ def _trusted(address: IPAddress, proxies: tuple[IPNetwork, ...]) -> bool:
 def client_address(
     peer: str | None,
     *,
-    forwarded: Iterable[str] = (),
-    x_forwarded_for: Iterable[str] = (),
+    header: Iterable[str] = (),
+    header_name: str = "x-forwarded-for",
     proxies: tuple[IPNetwork, ...] = (),
 ) -> IPAddress | None:
-    """The client's address (None only when the peer itself is unknown)."""
+    """The client's address (None only when the peer itself is unknown); `header` is every line of
+    the header the proxies write, `header_name` which one it is."""
     nearest = parse_address(peer) if peer else None
     if nearest is None or not _trusted(nearest, proxies):
         return nearest
-    forwarded = list(forwarded)
-    chain = _forwarded_for(forwarded) if forwarded else _x_forwarded_for(x_forwarded_for)
+    chain = _forwarded_for(header) if header_name == "forwarded" else _x_forwarded_for(header)
     for entry in reversed(chain):
         address = parse_address(entry)
         if address is None:  # a trusted proxy wrote what is not an address: go no further

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For / Forwarded headers are believed: comma-separated addresses or CIDR
     # networks (your reverse proxy). Empty: never believed; the peer address is the client.
     trusted_proxies: str = ""
+    # The one header those proxies write: x-forwarded-for or forwarded. The other is never read (a
+    # proxy passes on whatever the client put in a header it does not write itself).
+    proxy_header: str = Field("x-forwarded-for", pattern="^(x-forwarded-for|forwarded)$")
     # Rates are N/second, N/minute, N/hour or N/day (a burst of N, then N per unit), or off. An address
     # is an IPv4 address or an IPv6 /64.
     auth_failures_per_ip: str = "30/minute"
@@ -184,6 +187,8 @@ class Settings(BaseSettings):
     metrics_listen: str = Field("", pattern=r"^$|^.+:\d{1,5}$")
     # If set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`.
     metrics_token: str = ""
+    # How often stored bytes and blobs (one aggregate query) and the pool are sampled for /metrics.
+    metrics_sample_seconds: float = Field(15.0, gt=0)
 
     # --- housekeeping ---
     # How often spent auth events, lapsed offers, full rate-limit buckets and dead upload leases are

@@ -146,6 +146,17 @@ def _request_id(request: web.Request) -> str:
     return given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
 
 
+MAX_LOGGED_PATH = 256
+
+
+def loggable_path(path: str) -> str:
+    """A path as logged: at most MAX_LOGGED_PATH characters (a request line may be 600 KB long), its
+    length said when cut."""
+    if len(path) <= MAX_LOGGED_PATH:
+        return path
+    return f"{path[:MAX_LOGGED_PATH]}... ({len(path)} characters)"
+
+
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One line per request: method, path (never the query: it carries signed events), status, bytes,
@@ -175,7 +186,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         fields: dict[str, object] = {
             "method": request.method,
-            "path": request.path,
+            "path": loggable_path(request.path),
             "status": status,
             # Bytes received of the body, also for a refused or cut-off upload (what reached the server).
             "bytes_in": request.get(BYTES_RECEIVED, request.content.total_bytes),

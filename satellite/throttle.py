@@ -74,6 +74,7 @@ class Throttle:
         self._clock = clock
         self._local = LocalBuckets()
         self._on_refused = on_refused
+        self.holder: int | None = None  # this process's lease-holder lock, while it holds one
 
     def _failures(self, scope: str, who: str, *, cost: float, need: float) -> list[Check]:
         rule = self.limits.auth_failures_per_ip if scope == "ip" else self.limits.auth_failures_per_pubkey
@@ -143,7 +144,12 @@ class Throttle:
             return
         now = datetime.fromtimestamp(self._clock(), UTC)
         lease = await upload_leases.take(
-            self.pool, pubkey, cap=cap, now=now, expires_at=now + timedelta(seconds=LEASE_SECONDS)
+            self.pool,
+            pubkey,
+            cap=cap,
+            now=now,
+            expires_at=now + timedelta(seconds=LEASE_SECONDS),
+            holder=self.holder,
         )
         if lease is None:
             self._on_refused("concurrent-uploads:pubkey")
@@ -171,6 +177,28 @@ class Throttle:
             await upload_leases.release(self.pool, lease)
         except TRANSIENT_ERRORS as exc:  # it lapses by itself
             log.warning("releasing an upload lease failed", kind="lease release", error=str(exc))
+
+    async def hold_leases(self, dsn: str) -> None:
+        """Forever (supervised): hold this process's lease-holder lock on a connection of its own, so
+        that its leases die with it. Without the lock (the database away) leases only lapse."""
+        while True:
+            try:
+                conn = await asyncpg.connect(dsn)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("lease holder cannot reach the database", kind="lease holder", error=str(exc))
+                await asyncio.sleep(LEASE_SECONDS / 6)
+                continue
+            try:
+                self.holder = await upload_leases.hold(conn)
+                while not conn.is_closed():
+                    await asyncio.sleep(LEASE_SECONDS / 6)
+                    await conn.fetchval("SELECT 1")
+            except TRANSIENT_ERRORS as exc:
+                log.warning("lease holder lost its connection", kind="lease holder", error=str(exc))
+            finally:
+                self.holder = None
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     async def prune(self) -> int:
         """Buckets full again, and leases of dead processes."""

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ class Server:
 
 def _server(database_url: str, tmp_path: Path, **extra: str) -> Server:
     port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data_dir = tmp_path / "data"
     log = tmp_path / "server.log"
     env = server_env(
@@ -427,3 +429,45 @@ def test_one_address_cannot_take_every_connection(database_url, tmp_path):
         for sock in held:
             sock.close()
         assert _stop(server) == 0
+
+
+def test_the_uploads_of_a_killed_process_stop_counting_at_once(database_url, tmp_path):
+    """Two servers on one database (as WORKERS are): the cap on one pubkey's uploads holds across both,
+    and when one is killed with its uploads in flight, they stop counting without waiting to lapse."""
+    capped = {"MAX_CONCURRENT_UPLOADS_PER_PUBKEY": "2"}
+    first = _server(database_url, tmp_path / "first", **capped)
+    second = _server(database_url, tmp_path / "second", **capped)
+    key = SecretKey.generate()
+    leases = "SELECT count(*) FROM upload_leases WHERE pubkey = $1"
+    held = []
+    try:
+        for _ in range(2):
+            sock = first.connect()
+            sock.sendall(_upload_head(key, 2_000_000) + b"x" * 300_000)
+            held.append(sock)
+        _wait_for(lambda: asyncio.run(_count(database_url, leases, key.pubkey)) == 2)
+        third = urllib.request.Request(
+            f"{second.base}/item?{urllib.parse.urlencode(auth_params(key, 'Authorize Upload'))}",
+            data=b"a third at once",
+            method="PUT",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(third, timeout=10)
+        assert refused.value.code == 429
+        first.proc.kill()  # kill -9: nothing released by the process itself
+        first.proc.wait(timeout=10)
+        holders = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1518214821"
+        _wait_for(lambda: asyncio.run(_count(database_url, holders)) == 1)  # only the second's is left
+        again = urllib.request.Request(
+            f"{second.base}/item?{urllib.parse.urlencode(auth_params(key, 'Authorize Upload'))}",
+            data=b"room again",
+            method="PUT",
+        )
+        with urllib.request.urlopen(again, timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        for sock in held:
+            sock.close()
+        _stop(second)
+        if first.proc.poll() is None:
+            first.proc.kill()

@@ -44,7 +44,13 @@ async def _metrics(client, **headers: str) -> dict:
 
 async def test_metrics_count_what_clients_did(make_client, settings):
     client = await make_client(
-        settings.model_copy(update={"free_storage_bytes": 10**9, "uploads_per_pubkey": "3/minute"})
+        settings.model_copy(
+            update={
+                "free_storage_bytes": 10**9,
+                "uploads_per_pubkey": "3/minute",
+                "metrics_sample_seconds": 0.05,
+            }
+        )
     )
     before = await _metrics(client)
     key = SecretKey.generate()

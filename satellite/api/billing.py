@@ -88,7 +88,7 @@ async def dev_pay(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     try:
         body = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, 'body must be JSON: {"bolt11": ...}') from exc
     if not isinstance(body, dict) or not isinstance(body.get("bolt11"), str):
         raise ApiError(400, 'body must be JSON: {"bolt11": ...}')

@@ -12,11 +12,12 @@ from satellite.request_state import CLIENT, CLIENT_KEY, Handler
 
 @web.middleware
 async def client_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    deps = request.app[DEPS]
     address = client_address(
         request.remote,
-        forwarded=request.headers.getall("Forwarded", ()),
-        x_forwarded_for=request.headers.getall("X-Forwarded-For", ()),
-        proxies=request.app[DEPS].trusted_proxies,
+        header=request.headers.getall(deps.settings.proxy_header, ()),
+        header_name=deps.settings.proxy_header,
+        proxies=deps.trusted_proxies,
     )
     request[CLIENT] = str(address) if address is not None else "unknown"
     request[CLIENT_KEY] = client_key(address)

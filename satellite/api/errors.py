@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from satellite import errors
+from satellite.log import loggable_path
 from satellite.request_state import CLOSE_AT_ONCE, ERROR_REASON, LNURL_ERRORS, Handler
 from satellite.storage.base import StorageUnavailable
 
@@ -126,11 +127,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         answer = answer_for(exc)
         if answer is None:
-            log.exception("unhandled error", path=request.path, method=request.method)
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            # Kinds apart: one failure repeated cannot hide the traceback of another.
+            log.exception(
+                "unhandled error",
+                kind=f"{type(exc).__name__} {request.method} {route}",
+                method=request.method,
+            )
             return _answer(request, 500, "internal server error")
         if answer.status >= 500:
             log.warning(
-                "request failed", path=request.path, method=request.method, error=str(exc) or repr(exc)
+                "request failed",
+                kind=type(exc).__name__,
+                path=loggable_path(request.path),
+                method=request.method,
+                error=str(exc) or repr(exc),
             )
         reason = answer.reason or (exc.reason if isinstance(exc, errors.Refused) else str(exc))
         retry_after = answer.retry_after

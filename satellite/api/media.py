@@ -27,6 +27,7 @@ _HASH_LIKE = re.compile(r"^[0-9A-Za-z]{32,128}$")
 # A download the client stops reading is cut when a slice of this size is not taken within
 # SEND_TIMEOUT_SECONDS.
 SEND_SLICE_BYTES = 1024 * 1024
+WRITE_SLICE_BYTES = 64 * 1024  # streamed (not sendfile) responses
 IMMUTABLE = "public, max-age=31536000, immutable"
 SANDBOX_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
 
@@ -125,11 +126,18 @@ async def _sendfile(
 
 
 async def _write(response: web.StreamResponse, chunk: bytes, deps: Deps) -> None:
-    try:
-        async with asyncio.timeout(deps.settings.send_timeout_seconds):
-            await response.write(chunk)
-    except TimeoutError:
-        raise SendStalled(f"the client took no data in {deps.settings.send_timeout_seconds:g} s") from None
+    """Write in slices of WRITE_SLICE_BYTES, each awaited (aiohttp waits for the socket to drain once
+    its buffer passes 64 KiB): a client that stops reading holds about one slice in the server's
+    buffers, not whole chunks. Each slice must go within SEND_TIMEOUT_SECONDS."""
+    view = memoryview(chunk)
+    for offset in range(0, len(view), WRITE_SLICE_BYTES):
+        try:
+            async with asyncio.timeout(deps.settings.send_timeout_seconds):
+                await response.write(view[offset : offset + WRITE_SLICE_BYTES])
+        except TimeoutError:
+            raise SendStalled(
+                f"the client took no data in {deps.settings.send_timeout_seconds:g} s"
+            ) from None
 
 
 async def _send(
@@ -175,9 +183,7 @@ async def _send_multipart(
 ) -> web.StreamResponse:
     """206 multipart/byteranges (RFC 9110 §14.6)."""
     handle = _open_local(deps, sha256)  # 404 now, before any header is sent, if the bytes are gone
-    if handle is not None:
-        handle.close()
-    elif not await deps.storage.exists(sha256):
+    if handle is None and not await deps.storage.exists(sha256):
         log.error("blob row without stored bytes", sha256=sha256)
         raise ApiError(404, "not found")
     boundary = secrets.token_hex(16)
@@ -194,16 +200,40 @@ async def _send_multipart(
     headers = {**headers, "Content-Type": f"multipart/byteranges; boundary={boundary}"}
     response = web.StreamResponse(status=206, headers=headers)
     response.content_length = length
-    await response.prepare(request)
-    if request.method != "HEAD":
-        for index, (part, head) in enumerate(zip(ranges, part_headers, strict=True)):
-            await _write(response, (b"\r\n" if index else b"") + head, deps)
-            async for chunk in _read(deps, sha256, part):
-                await _write(response, chunk, deps)
-        await response.write(closing)
-        request[BYTES_SENT] = length
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        if request.method != "HEAD":
+            for index, (part, head) in enumerate(zip(ranges, part_headers, strict=True)):
+                await _write(response, (b"\r\n" if index else b"") + head, deps)
+                await _send_part(request, response, deps, sha256, part, handle)
+            await _write(response, closing, deps)
+            request[BYTES_SENT] = length
+        await response.write_eof()
+    finally:
+        if handle is not None:
+            handle.close()
     return response
+
+
+async def _send_part(
+    request: web.Request,
+    response: web.StreamResponse,
+    deps: Deps,
+    sha256: str,
+    part: ByteRange,
+    handle: BinaryIO | None,
+) -> None:
+    """One part of a multipart answer: by sendfile from a local file (nothing of it held in memory),
+    else streamed from the store."""
+    transport = request.transport
+    if handle is not None and transport is not None:
+        try:
+            await _sendfile(transport, handle, part, deps.settings.send_timeout_seconds)
+            return
+        except NotImplementedError:  # uvloop: no loop.sendfile
+            pass
+    async for chunk in _read(deps, sha256, part):
+        await _write(response, chunk, deps)
 
 
 def _read(deps: Deps, sha256: str, part: ByteRange) -> AsyncGenerator[bytes, None]:

@@ -11,7 +11,6 @@ from satellite.db import files
 from satellite.deps import METRICS
 from satellite.metrics import Metrics
 
-SAMPLE_EVERY_SECONDS = 15.0
 UPLOAD_ROUTES = {"/item", "/v1/media/item"}
 
 
@@ -48,8 +47,9 @@ async def sample(metrics: Metrics, pool: asyncpg.Pool) -> None:
     sample_pool(metrics, pool)
 
 
-async def sample_forever(metrics: Metrics, pool: asyncpg.Pool) -> None:
-    """Every SAMPLE_EVERY_SECONDS, so that a scrape answered by another worker sees this one's pool."""
+async def sample_forever(metrics: Metrics, pool: asyncpg.Pool, every_seconds: float) -> None:
+    """Every `every_seconds` (METRICS_SAMPLE_SECONDS): a scrape serves the last sample, so scraping
+    costs no query, and one answered by another worker sees this one's pool."""
     while True:
         await sample(metrics, pool)
-        await asyncio.sleep(SAMPLE_EVERY_SECONDS)
+        await asyncio.sleep(every_seconds)

@@ -58,27 +58,41 @@ BEGIN
 END
 $$;
 
--- Uploads in progress, one row each, held while the body is read and renewed while it lasts; a row
--- left by a killed process lapses at expires_at.
+-- Uploads in progress, one row each, held while the body is read and renewed while it lasts. Each
+-- process holds a session advisory lock (class 1518214821, key `holder`) for as long as it lives: a
+-- lease whose holder's lock is gone belongs to a dead process and counts for nothing at once, even
+-- before it lapses at expires_at (which covers a process that took leases without a holder lock).
 CREATE UNLOGGED TABLE upload_leases (
     id         bigserial PRIMARY KEY,
     pubkey     text NOT NULL,
+    holder     integer,
     expires_at timestamptz NOT NULL
 );
 CREATE INDEX upload_leases_by_pubkey ON upload_leases (pubkey);
 
+CREATE FUNCTION upload_lease_live(p_holder integer, p_expires timestamptz, p_now timestamptz)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT p_expires > p_now AND (p_holder IS NULL OR EXISTS (
+        SELECT 1 FROM pg_locks
+         WHERE locktype = 'advisory' AND classid = 1518214821 AND objid = p_holder::oid AND objsubid = 2
+           AND granted))
+$$;
+
 -- A lease for one more upload of `p_pubkey`, or NULL when it already holds `p_cap` live ones.
-CREATE FUNCTION take_upload_lease(p_pubkey text, p_cap int, p_now timestamptz, p_expires timestamptz)
-RETURNS bigint LANGUAGE plpgsql AS $$
+CREATE FUNCTION take_upload_lease(
+    p_pubkey text, p_cap int, p_now timestamptz, p_expires timestamptz, p_holder integer
+) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     lease bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('upload lease ' || p_pubkey, 0));
-    DELETE FROM upload_leases WHERE pubkey = p_pubkey AND expires_at <= p_now;
+    DELETE FROM upload_leases
+     WHERE pubkey = p_pubkey AND NOT upload_lease_live(holder, expires_at, p_now);
     IF (SELECT count(*) FROM upload_leases WHERE pubkey = p_pubkey) >= p_cap THEN
         RETURN NULL;
     END IF;
-    INSERT INTO upload_leases (pubkey, expires_at) VALUES (p_pubkey, p_expires) RETURNING id INTO lease;
+    INSERT INTO upload_leases (pubkey, holder, expires_at)
+        VALUES (p_pubkey, p_holder, p_expires) RETURNING id INTO lease;
     RETURN lease;
 END
 $$;
