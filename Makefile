@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format migrate clean bench
+.PHONY: run test lint format migrate clean bench bench-abuse
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py
+
+# 200 slow or abusive clients while normal clients upload and download, against a run without them.
+bench-abuse: $(VENV)/.installed-dev
+	$(BIN)/python bench/abuse.py
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

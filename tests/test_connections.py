@@ -182,6 +182,7 @@ def test_no_response_names_the_software_or_its_version(server):
                 headers = resp.headers
         except urllib.error.HTTPError as exc:
             headers = exc.headers
+            exc.close()
         assert headers.get("Server") in (None, "satellite"), (path, headers.get("Server"))
         assert headers["X-Content-Type-Options"] == "nosniff"
 
@@ -453,11 +454,14 @@ def test_the_uploads_of_a_killed_process_stop_counting_at_once(database_url, tmp
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(third, timeout=10)
+        refused.value.close()
         assert refused.value.code == 429
         first.proc.kill()  # kill -9: nothing released by the process itself
         first.proc.wait(timeout=10)
-        holders = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1518214821"
-        _wait_for(lambda: asyncio.run(_count(database_url, holders)) == 1)  # only the second's is left
+        # The database notices the dead process's connections close: its leases are not live any more.
+        live = f"{leases} AND upload_lease_live(holder, expires_at, now())"
+        _wait_for(lambda: asyncio.run(_count(database_url, live, key.pubkey)) == 0)
+        assert asyncio.run(_count(database_url, leases, key.pubkey)) == 2  # still there: not lapsed
         again = urllib.request.Request(
             f"{second.base}/item?{urllib.parse.urlencode(auth_params(key, 'Authorize Upload'))}",
             data=b"room again",

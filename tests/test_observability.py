@@ -225,7 +225,8 @@ def _get(url: str, timeout: float = 5) -> tuple[int, str]:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+        with exc:
+            return exc.code, exc.read().decode()
 
 
 def test_two_workers_report_one_sum_on_a_separate_metrics_address(database_url, tmp_path):
