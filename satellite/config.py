@@ -149,10 +149,10 @@ class Settings(BaseSettings):
     proxy_header: str = Field("x-forwarded-for", pattern="^(x-forwarded-for|forwarded)$")
     # Rates are N/second, N/minute, N/hour or N/day (a burst of N, then N per unit), or off. An address
     # is an IPv4 address or an IPv6 /64.
-    auth_failures_per_ip: str = "30/minute"
-    auth_failures_per_pubkey: str = "30/minute"
-    credit_requests_per_ip: str = "30/minute"
-    credit_requests_per_pubkey: str = "10/minute"
+    auth_failures_per_ip: str = "10/minute"
+    auth_failures_per_pubkey: str = "10/minute"
+    credit_requests_per_ip: str = "10/minute"
+    credit_requests_per_pubkey: str = "5/minute"
     uploads_per_ip: str = "600/minute"
     uploads_per_pubkey: str = "300/minute"
     # Every other authenticated request (GET /account, DELETE /item).

@@ -8,14 +8,18 @@ at once, without the database, what they already refuse.
 
 A request goes through two checks, one database call each:
 
-- `before_auth`, before its event is even parsed: the address reserves one failure token (so however
-  many requests race, no more are checked than the budget allows) and takes its token for the kind of
-  request. Once the address's failure bucket is empty its authenticated requests are refused here,
-  without checking signatures.
-- `admitted`, once the event is valid: the reserved failure token is given back, and the pubkey takes
+- `before_auth`, before its event is even parsed: the address takes its token for the kind of
+  request, and once it has failed lately (its failure bucket is not full) it also reserves a failure
+  token, so that however many requests race, no more events are checked than its budget allows. An
+  address without failures is not held back however many requests it runs at once; racing can then
+  get one wave of bad events checked beyond the budget, at most as many as its connections (capped
+  per address), once per refill. Once the failure bucket is empty, the address's authenticated
+  requests are refused here, without checking signatures.
+- `admitted`, once the event is valid: a reserved failure token is given back, and the pubkey takes
   its token for the kind of request (and is refused if its own failure bucket is empty).
 
-A refused event keeps its reserved token: that is its failure, counted against the address. A failure
+A refused event keeps its reserved token, or takes one (`failed`): that is its failure, counted
+against the address. A failure
 counts against a pubkey only when its event was valid in every other way and had been used already
 (`replayed`): a signature alone proves nothing of who sends it (anyone can send a note the victim
 published), so counting stale or wrong-kind events would let anyone lock a victim out.
@@ -76,12 +80,15 @@ class Throttle:
         self._on_refused = on_refused
         self.holder: int | None = None  # this process's lease-holder lock, while it holds one
 
-    def _failures(self, scope: str, who: str, *, cost: float, need: float) -> list[Check]:
+    def _failures(
+        self, scope: str, who: str, *, cost: float, need: float, spare_full: bool = False
+    ) -> list[Check]:
         rule = self.limits.auth_failures_per_ip if scope == "ip" else self.limits.auth_failures_per_pubkey
         if rule is None:
             return []
         owner = "from this address" if scope == "ip" else "for this pubkey"
-        return [Check(f"auth-failures:{scope}:{who}", rule, f"failed authentications {owner}", cost, need)]
+        what = f"failed authentications {owner}"
+        return [Check(f"auth-failures:{scope}:{who}", rule, what, cost, need, spare_full)]
 
     def _metered(self, kind: Metered, scope: str, who: str) -> list[Check]:
         limits = self.limits
@@ -98,27 +105,37 @@ class Throttle:
         owner = "from this address" if scope == "ip" else "for this pubkey"
         return [Check(f"{kind.value}:{scope}:{who}", rule, f"{_METERED_WORDS[kind]} {owner}")]
 
-    async def _take(self, checks: list[Check]) -> None:
+    async def _take(self, checks: list[Check]) -> list[float]:
+        """Take every check or refuse them all (RateLimited); what each took."""
         if not checks:
-            return
+            return []
         now = self._clock()
         wait, refused = self._local.wait(checks, now)
+        taken: list[float] = []
         if refused is None:
-            wait, refused = await rate_limits.take(self.pool, checks, datetime.fromtimestamp(now, UTC))
+            wait, refused, taken = await rate_limits.take(self.pool, checks, datetime.fromtimestamp(now, UTC))
         if refused is not None:
             self._on_refused(":".join(refused.key.split(":", 2)[:2]))  # the limit's name and scope
             raise _refusal(refused, wait)
-        self._local.take(checks, now)
+        self._local.take(checks, now, taken)
+        return taken
 
-    async def before_auth(self, ip: str, kind: Metered) -> None:
-        """Before the event is looked at: reserve a failure token of the address, and take its token
-        for `kind`."""
-        await self._take(self._failures("ip", ip, cost=1, need=1) + self._metered(kind, "ip", ip))
+    async def before_auth(self, ip: str, kind: Metered) -> bool:
+        """Before the event is looked at: the address takes its token for `kind`, and reserves a
+        failure token unless it has had no failure lately (its bucket is full). True if it reserved."""
+        failures = self._failures("ip", ip, cost=1, need=1, spare_full=True)
+        taken = await self._take(failures + self._metered(kind, "ip", ip))
+        return bool(failures) and taken[0] > 0
 
-    async def admitted(self, ip: str, pubkey: str, kind: Metered) -> None:
-        """The event is valid: give the address its failure token back; the pubkey takes its token for
-        `kind`, unless its own failures have used up its budget."""
-        refund = self._failures("ip", ip, cost=-1, need=0)
+    async def failed(self, ip: str, reserved: bool) -> None:
+        """The event was refused: a failure of the address (already taken if it was reserved)."""
+        if not reserved:
+            await self._take(self._failures("ip", ip, cost=1, need=0))
+
+    async def admitted(self, ip: str, pubkey: str, kind: Metered, reserved: bool) -> None:
+        """The event is valid: the address gets its reserved failure token back; the pubkey takes its
+        token for `kind`, unless its own failures have used up its budget."""
+        refund = self._failures("ip", ip, cost=-1, need=0) if reserved else []
         try:
             await self._take(
                 refund

@@ -138,8 +138,15 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         free_storage_bytes=10**12,
         price_sats_per_gb_month=50,
         settlement_poll_seconds=0.5,
-        # Every test client connects from 127.0.0.1: the per-address connection cap is tested on its own.
+        # Every test client connects from 127.0.0.1, so the per-address limits would be one budget for
+        # all of a test's clients: the connection cap is off and the rates generous here; each limit is
+        # tested with its own values (test_rate_limits, test_connections). Per-pubkey limits keep
+        # their defaults.
         max_connections_per_ip=0,
+        auth_failures_per_ip="100000/minute",
+        credit_requests_per_ip="100000/minute",
+        uploads_per_ip="100000/minute",
+        requests_per_ip="100000/minute",
     )
 
 

@@ -31,15 +31,16 @@ async def authorize(request: web.Request, action: Action) -> Event:
     deps = request.app[DEPS]
     client = request[CLIENT_KEY]
     metered = METERED.get(action, Metered.OTHER)
-    await deps.throttle.before_auth(client, metered)
+    reserved = await deps.throttle.before_auth(client, metered)
     now = deps.clock()
     try:
         event = check_auth_event(request.query.get("auth"), action, now=int(now), rules=deps.auth_rules)
     except AuthError as exc:
         request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
-        raise ApiError(403, exc.reason) from exc  # the failure token reserved stays taken
+        await deps.throttle.failed(client, reserved)
+        raise ApiError(403, exc.reason) from exc
     request[PUBKEY] = event.pubkey
-    await deps.throttle.admitted(client, event.pubkey, metered)
+    await deps.throttle.admitted(client, event.pubkey, metered, reserved)
     expires = datetime.fromtimestamp(claim_expires_at(event, deps.auth_rules), UTC)
     if not await auth_events.claim(deps.pool, event.id, expires):
         request.app[METRICS].auth_failures.labels("auth event already used").inc()
