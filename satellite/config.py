@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # Every other authenticated request (GET /account, DELETE /item).
     requests_per_ip: str = "600/minute"
     requests_per_pubkey: str = "300/minute"
+    # A 429 is answered after a pause of up to this long (never longer than its Retry-After), then the
+    # connection is closed: a client asking again at once, in a loop, costs little.
+    rate_limited_delay_seconds: float = Field(2.0, ge=0)
     # Uploads one pubkey may have in progress at once (0: no cap).
     max_concurrent_uploads_per_pubkey: int = Field(8, ge=0)
 

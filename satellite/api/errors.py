@@ -17,12 +17,12 @@ import structlog
 from aiohttp import web
 
 from satellite import errors
+from satellite.deps import SETTINGS
 from satellite.log import loggable_path
 from satellite.request_state import CLOSE_AT_ONCE, ERROR_REASON, LNURL_ERRORS, Handler
 from satellite.storage.base import StorageUnavailable
 
 log = structlog.get_logger("satellite.errors")
-RATE_LIMITED_DELAY_SECONDS = 1.0
 
 
 class ApiError(Exception):
@@ -152,7 +152,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # A client over a limit waits for its answer (holding nothing but its connection), which then
             # closes: one asking again at once, in a loop or pipelined, is slowed to about a request per
             # second per connection it opens, instead of costing a full request's work each time.
-            await asyncio.sleep(min(float(retry_after or 1), RATE_LIMITED_DELAY_SECONDS))
+            delay = request.app[SETTINGS].rate_limited_delay_seconds
+            await asyncio.sleep(min(float(retry_after or 1), delay))
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         response = _answer(request, answer.status, reason, headers)
         if answer.close:

@@ -74,12 +74,13 @@ CREATE UNLOGGED TABLE upload_leases (
 );
 CREATE INDEX upload_leases_by_pubkey ON upload_leases (pubkey);
 
+-- A live holder holds its lock exclusively, so a shared try on it fails; one that succeeds (and lasts
+-- only to the end of this transaction) finds a dead holder. Cheaper than reading pg_locks, which
+-- takes every lock partition.
 CREATE FUNCTION upload_lease_live(p_holder integer, p_expires timestamptz, p_now timestamptz)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT p_expires > p_now AND (p_holder IS NULL OR EXISTS (
-        SELECT 1 FROM pg_locks
-         WHERE locktype = 'advisory' AND classid = 1518214821 AND objid = p_holder::oid AND objsubid = 2
-           AND granted))
+RETURNS boolean LANGUAGE sql VOLATILE AS $$
+    SELECT p_expires > p_now
+       AND (p_holder IS NULL OR NOT pg_try_advisory_xact_lock_shared(1518214821, p_holder))
 $$;
 
 -- A lease for one more upload of `p_pubkey`, or NULL when it already holds `p_cap` live ones.
