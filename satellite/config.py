@@ -150,7 +150,6 @@ class Settings(BaseSettings):
     # Rates are N/second, N/minute, N/hour or N/day (a burst of N, then N per unit), or off. An address
     # is an IPv4 address or an IPv6 /64.
     auth_failures_per_ip: str = "10/minute"
-    auth_failures_per_pubkey: str = "10/minute"
     credit_requests_per_ip: str = "10/minute"
     credit_requests_per_pubkey: str = "5/minute"
     uploads_per_ip: str = "600/minute"
@@ -241,7 +240,6 @@ class Settings(BaseSettings):
 
     @field_validator(
         "auth_failures_per_ip",
-        "auth_failures_per_pubkey",
         "credit_requests_per_ip",
         "credit_requests_per_pubkey",
         "uploads_per_ip",
@@ -275,7 +273,6 @@ class Settings(BaseSettings):
     def limits(self) -> Limits:
         return Limits(
             auth_failures_per_ip=parse_rule(self.auth_failures_per_ip),
-            auth_failures_per_pubkey=parse_rule(self.auth_failures_per_pubkey),
             credit_per_ip=parse_rule(self.credit_requests_per_ip),
             credit_per_pubkey=parse_rule(self.credit_requests_per_pubkey),
             uploads_per_ip=parse_rule(self.uploads_per_ip),

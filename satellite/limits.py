@@ -59,7 +59,6 @@ def parse_rule(text: str) -> Rule | None:
 @dataclass(frozen=True, slots=True)
 class Limits:
     auth_failures_per_ip: Rule | None = None
-    auth_failures_per_pubkey: Rule | None = None
     credit_per_ip: Rule | None = None
     credit_per_pubkey: Rule | None = None
     uploads_per_ip: Rule | None = None
@@ -73,7 +72,6 @@ class Limits:
             r
             for r in (
                 self.auth_failures_per_ip,
-                self.auth_failures_per_pubkey,
                 self.credit_per_ip,
                 self.credit_per_pubkey,
                 self.uploads_per_ip,
@@ -96,7 +94,6 @@ class Check:
     what: str  # said in the refusal: "uploads from this address"
     cost: float = 1.0
     need: float = 1.0
-    spare_full: bool = False  # a full bucket loses nothing (a reservation needed only after failures)
 
 
 def level(tokens: float, elapsed: float, rule: Rule) -> float:
@@ -136,20 +133,12 @@ class LocalBuckets:
                 longest, refused = wait, check
         return longest, refused
 
-    def cost(self, check: Check, now: float) -> float:
-        """What `check` would take here now."""
-        if check.spare_full and self._level(check, now) >= check.rule.burst:
-            return 0.0
-        return check.cost
-
-    def take(self, checks: list[Check], now: float, taken: list[float] | None = None) -> None:
-        """Take what each check took from the shared buckets (`taken`; else what it would take here);
-        a negative cost gives back."""
-        for n, check in enumerate(checks):
-            cost = taken[n] if taken is not None else self.cost(check, now)
-            if cost == 0:
+    def take(self, checks: list[Check], now: float) -> None:
+        """Take each check's cost (the shared buckets allowed them); a negative cost gives back."""
+        for check in checks:
+            if check.cost == 0:
                 continue
-            tokens = min(float(check.rule.burst), max(0.0, self._level(check, now) - cost))
+            tokens = min(float(check.rule.burst), max(0.0, self._level(check, now) - check.cost))
             self._buckets[check.key] = (tokens, now)
             self._buckets.move_to_end(check.key)
         while len(self._buckets) > self._max_keys:

@@ -1,28 +1,26 @@
-"""Abuse limits: how often one client (an address, see `client_ip`) or one account (a pubkey) may fail
-to authenticate, ask for credit, upload and make other authenticated requests; and how many uploads one
-account may run at once.
+"""Abuse limits: how often one client (an address, see `client_ip`) may fail to authenticate, how often
+one client and one account (a pubkey) may ask for credit, upload and make other authenticated
+requests, and how many uploads one account may run at once.
 
 Every limit is shared by all processes on one database (`db/rate_limits.py`, `db/upload_leases.py`),
 so it holds with WORKERS > 1 and across hosts. A process keeps the same buckets in memory and refuses
 at once, without the database, what they already refuse.
 
-A request goes through two checks, one database call each:
+A request goes through:
 
-- `before_auth`, before its event is even parsed: the address takes its token for the kind of
-  request, and once it has failed lately (its failure bucket is not full) it also reserves a failure
-  token, so that however many requests race, no more events are checked than its budget allows. An
-  address without failures is not held back however many requests it runs at once; racing can then
-  get one wave of bad events checked beyond the budget, at most as many as its connections (capped
-  per address), once per refill. Once the failure bucket is empty, the address's authenticated
-  requests are refused here, without checking signatures.
-- `admitted`, once the event is valid: a reserved failure token is given back, and the pubkey takes
-  its token for the kind of request (and is refused if its own failure bucket is empty).
+- `before_auth`, before its event is even parsed: refused if its address has no failure left (so a
+  flood of bad events from it costs no signature check), else the address takes its token for the
+  kind of request;
+- `failed`, if its event is refused (or was used already): one failure of the address, taken only if
+  the address has one left, else the answer is 429. Requests racing each other may all have their
+  signatures checked (that much work is bounded by the connections an address may hold), but no more
+  of them are answered as failures than the budget allows;
+- `admitted`, once the event is valid and spent: the pubkey takes its token for the kind of request.
 
-A refused event keeps its reserved token, or takes one (`failed`): that is its failure, counted
-against the address. A failure
-counts against a pubkey only when its event was valid in every other way and had been used already
-(`replayed`): a signature alone proves nothing of who sends it (anyone can send a note the victim
-published), so counting stale or wrong-kind events would let anyone lock a victim out.
+Failures are never counted against a pubkey: nothing proves who sends an event. Anyone can send a
+note the victim published, an old event of theirs, or replay one seen in a URL; counting those would
+let anyone lock a victim out. What a pubkey is limited on is what only its key holder can do: send
+fresh, valid, unused events.
 """
 
 from __future__ import annotations
@@ -80,15 +78,12 @@ class Throttle:
         self._on_refused = on_refused
         self.holder: int | None = None  # this process's lease-holder lock, while it holds one
 
-    def _failures(
-        self, scope: str, who: str, *, cost: float, need: float, spare_full: bool = False
-    ) -> list[Check]:
-        rule = self.limits.auth_failures_per_ip if scope == "ip" else self.limits.auth_failures_per_pubkey
+    def _failures(self, ip: str, *, cost: float) -> list[Check]:
+        """The address's failure bucket: a peek (cost 0) or a failure (cost 1); either needs one left."""
+        rule = self.limits.auth_failures_per_ip
         if rule is None:
             return []
-        owner = "from this address" if scope == "ip" else "for this pubkey"
-        what = f"failed authentications {owner}"
-        return [Check(f"auth-failures:{scope}:{who}", rule, what, cost, need, spare_full)]
+        return [Check(f"auth-failures:ip:{ip}", rule, "failed authentications from this address", cost, 1.0)]
 
     def _metered(self, kind: Metered, scope: str, who: str) -> list[Check]:
         limits = self.limits
@@ -105,52 +100,31 @@ class Throttle:
         owner = "from this address" if scope == "ip" else "for this pubkey"
         return [Check(f"{kind.value}:{scope}:{who}", rule, f"{_METERED_WORDS[kind]} {owner}")]
 
-    async def _take(self, checks: list[Check]) -> list[float]:
-        """Take every check or refuse them all (RateLimited); what each took."""
+    async def _take(self, checks: list[Check]) -> None:
+        """Take every check or refuse them all (RateLimited)."""
         if not checks:
-            return []
+            return
         now = self._clock()
         wait, refused = self._local.wait(checks, now)
-        taken: list[float] = []
         if refused is None:
-            wait, refused, taken = await rate_limits.take(self.pool, checks, datetime.fromtimestamp(now, UTC))
+            wait, refused = await rate_limits.take(self.pool, checks, datetime.fromtimestamp(now, UTC))
         if refused is not None:
             self._on_refused(":".join(refused.key.split(":", 2)[:2]))  # the limit's name and scope
             raise _refusal(refused, wait)
-        self._local.take(checks, now, taken)
-        return taken
+        self._local.take(checks, now)
 
-    async def before_auth(self, ip: str, kind: Metered) -> bool:
-        """Before the event is looked at: the address takes its token for `kind`, and reserves a
-        failure token unless it has had no failure lately (its bucket is full). True if it reserved."""
-        failures = self._failures("ip", ip, cost=1, need=1, spare_full=True)
-        taken = await self._take(failures + self._metered(kind, "ip", ip))
-        return bool(failures) and taken[0] > 0
+    async def before_auth(self, ip: str, kind: Metered) -> None:
+        """Before the event is looked at: the address must have a failure left, and takes its token for
+        `kind`."""
+        await self._take(self._failures(ip, cost=0) + self._metered(kind, "ip", ip))
 
-    async def failed(self, ip: str, reserved: bool) -> None:
-        """The event was refused: a failure of the address (already taken if it was reserved)."""
-        if not reserved:
-            await self._take(self._failures("ip", ip, cost=1, need=0))
+    async def failed(self, ip: str) -> None:
+        """The event was refused: a failure of the address (RateLimited if it had none left)."""
+        await self._take(self._failures(ip, cost=1))
 
-    async def admitted(self, ip: str, pubkey: str, kind: Metered, reserved: bool) -> None:
-        """The event is valid: the address gets its reserved failure token back; the pubkey takes its
-        token for `kind`, unless its own failures have used up its budget."""
-        refund = self._failures("ip", ip, cost=-1, need=0) if reserved else []
-        try:
-            await self._take(
-                refund
-                + self._failures("pubkey", pubkey, cost=0, need=1)
-                + self._metered(kind, "pubkey", pubkey)
-            )
-        except RateLimited:
-            await self._take(refund)  # refused for the pubkey: still no failure of the address
-            raise
-
-    async def replayed(self, ip: str, pubkey: str) -> None:
-        """A valid event that had been used already: a failure of the address and of the pubkey."""
-        await self._take(
-            self._failures("ip", ip, cost=1, need=0) + self._failures("pubkey", pubkey, cost=1, need=0)
-        )
+    async def admitted(self, pubkey: str, kind: Metered) -> None:
+        """The event is valid: the pubkey takes its token for `kind`."""
+        await self._take(self._metered(kind, "pubkey", pubkey))
 
     @contextlib.asynccontextmanager
     async def upload_slot(self, pubkey: str) -> AsyncIterator[None]:

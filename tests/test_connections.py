@@ -401,6 +401,7 @@ def test_one_address_cannot_take_every_connection(database_url, tmp_path):
     try:
         for _ in range(10):
             held.append(server.connect())
+        held_since = time.monotonic()
         with server.connect() as eleventh:
             eleventh.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             status, headers, body = _read_response(eleventh)
@@ -417,7 +418,9 @@ def test_one_address_cannot_take_every_connection(database_url, tmp_path):
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert _read_response(sock)[0] == 200
                 idle.append(sock)
-        # The server is full; a newcomer still gets in, and the connection idle longest is closed.
+        # The server is full; a newcomer still gets in, and the connection idle longest is closed
+        # (the held ones have been idle for over the second a fresh connection is spared).
+        _wait_for(lambda: time.monotonic() - held_since > 1.0)
         newcomer = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.99", 0))
         newcomer.settimeout(10)
         newcomer.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

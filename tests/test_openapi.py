@@ -71,7 +71,6 @@ def server(tmp_path_factory) -> Iterator[str]:
         # Hundreds of requests from one address, most with refused auth: the rate limits would answer
         # everything 429 after the first few (their answers are tested in test_rate_limits).
         AUTH_FAILURES_PER_IP="off",
-        AUTH_FAILURES_PER_PUBKEY="off",
         CREDIT_REQUESTS_PER_IP="off",
         CREDIT_REQUESTS_PER_PUBKEY="off",
         UPLOADS_PER_IP="off",

@@ -82,10 +82,9 @@ async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(make_client, se
     await _assert_429(resp, "failed authentications from this address")
 
 
-async def test_failures_racing_each_other_get_one_wave_past_the_budget_then_none(make_client, settings):
-    """300 bad events at once from an address with no failures yet: one wave, no larger than its
-    connections (the client opens 100), is looked at before the failures are counted. From then on the
-    address reserves a failure token per request: 300 more at once get no event checked at all."""
+async def test_failures_racing_each_other_get_no_more_than_the_budget(make_client, settings):
+    """300 bad events at once from one address: exactly the budget of them is answered as a failure,
+    the rest 429; and then none is even looked at."""
     client = await make_client(settings.model_copy(update={"auth_failures_per_ip": "5/minute"}))
 
     async def bad():
@@ -94,24 +93,29 @@ async def test_failures_racing_each_other_get_one_wave_past_the_budget_then_none
         ).status
 
     first = await asyncio.gather(*(bad() for _ in range(300)))
-    assert set(first) == {403, 429}
-    assert 5 <= first.count(403) <= 100 + 5
-    again = await asyncio.gather(*(bad() for _ in range(300)))
-    assert set(again) == {429}
+    assert sorted(first) == [403] * 5 + [429] * 295
+    assert set(await asyncio.gather(*(bad() for _ in range(100)))) == {429}
 
 
-async def test_many_valid_requests_at_once_are_not_held_back_by_the_failure_budget(make_client, settings):
+@pytest.mark.parametrize("failures", [0, 2, 4])
+async def test_many_valid_requests_at_once_are_not_held_back_by_the_failure_budget(
+    make_client, settings, failures
+):
+    """Even after some failures (an address shared by many clients), valid requests run at once."""
     client = await make_client(settings.model_copy(update={"auth_failures_per_ip": "5/minute"}))
+    for _ in range(failures):
+        resp = await client.get("/account", params=_forged(SecretKey.generate(), "Authenticate User"))
+        assert resp.status == 403
 
     async def good():
         return (
             await client.get("/account", params=auth_params(SecretKey.generate(), "Authenticate User"))
         ).status
 
-    assert set(await asyncio.gather(*(good() for _ in range(60)))) == {200}
+    assert set(await asyncio.gather(*(good() for _ in range(50)))) == {200}
 
 
-async def test_a_valid_request_gives_its_reserved_failure_back(make_client, settings):
+async def test_valid_requests_spend_none_of_the_failure_budget(make_client, settings):
     client = await make_client(settings.model_copy(update={"auth_failures_per_ip": "3/minute"}))
     user = SecretKey.generate()
     for _ in range(10):  # many more valid requests than the failure budget
@@ -123,30 +127,25 @@ async def test_a_valid_request_gives_its_reserved_failure_back(make_client, sett
     await _assert_429(resp, "failed authentications from this address")
 
 
-async def test_failures_with_a_valid_signature_count_against_the_pubkey(make_client, settings):
-    client = await make_client(settings.model_copy(update={**PROXY, "auth_failures_per_pubkey": "3/minute"}))
-    user = SecretKey.generate()
-    used = auth_params(user, "Authenticate User")
-    assert (await client.get("/account", params=used, headers=_from("198.51.100.2"))).status == 200
-    for n in range(3):  # the same event again, from three addresses: reused, 403
-        resp = await client.get("/account", params=used, headers=_from(f"198.51.100.{10 + n}"))
-        assert resp.status == 403 and "already used" in (await resp.json())["reason"]
-    resp = await client.get(
-        "/account", params=auth_params(user, "Authenticate User"), headers=_from("198.51.100.30")
+async def test_replaying_a_victims_event_spends_the_replayers_budget_only(make_client, settings):
+    """An event seen in a URL (a proxy log, a browser history) and replayed from many addresses: each
+    replay is a failure of its own address, and the victim's budgets are untouched."""
+    client = await make_client(
+        settings.model_copy(
+            update={**PROXY, "auth_failures_per_ip": "3/minute", "requests_per_pubkey": "5/minute"}
+        )
     )
-    await _assert_429(resp, "failed authentications for this pubkey")
-    # Forged events naming a victim's pubkey never count against it: no valid signature.
     victim = SecretKey.generate()
-    for n in range(10):
-        resp = await client.get(
-            "/account", params=_forged(victim, "Authenticate User"), headers=_from(f"192.0.2.{n}")
-        )
-        assert resp.status == 403
-    assert (
-        await client.get(
-            "/account", params=auth_params(victim, "Authenticate User"), headers=_from("192.0.2.50")
-        )
-    ).status == 200
+    seen = auth_params(victim, "Authenticate User")
+    assert (await client.get("/account", params=seen, headers=_from("198.51.100.2"))).status == 200
+    for n in range(20):
+        resp = await client.get("/account", params=seen, headers=_from(f"198.51.100.{10 + n // 4}"))
+        assert resp.status in (403, 429)
+    statuses = []
+    for n in range(4):  # the victim's own budget for requests (5) is whole: its first one was spent
+        fresh = auth_params(victim, "Authenticate User")
+        statuses.append((await client.get("/account", params=fresh, headers=_from(f"203.0.113.{n}"))).status)
+    assert statuses == [200] * 4
 
 
 async def test_credit_requests_from_fresh_keys_at_once_make_only_as_many_offers_as_allowed(
@@ -271,7 +270,7 @@ async def test_limits_can_be_turned_off(make_client, settings):
 async def test_a_victims_public_notes_cannot_lock_it_out(make_client, settings):
     """Anyone can pick up events a victim signed and published (a note, an old auth event): sent as auth
     they fail, but never against the victim's own budget."""
-    client = await make_client(settings.model_copy(update={**PROXY, "auth_failures_per_pubkey": "3/minute"}))
+    client = await make_client(settings.model_copy(update={**PROXY, "requests_per_pubkey": "3/minute"}))
     victim = SecretKey.generate()
     note = json.dumps(auth_event(victim, "gm", kind=1, created_at=int(time.time()) - 30 * 86400))
     stale = json.dumps(auth_event(victim, "Authenticate User", created_at=int(time.time()) - 3600))
@@ -318,9 +317,7 @@ def test_rules_read_back_as_written(count, unit, plural):
 _steps = st.lists(
     st.tuples(
         st.floats(0, 30),
-        st.sampled_from(
-            [(1.0, 1.0, False), (0.0, 1.0, False), (1.0, 0.0, False), (-1.0, 0.0, False), (1.0, 1.0, True)]
-        ),
+        st.sampled_from([(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (-1.0, 0.0)]),
     ),
     min_size=1,
     max_size=40,
@@ -332,7 +329,7 @@ _steps = st.lists(
 async def test_the_shared_buckets_and_the_local_ones_agree(db, burst, per, steps, examples_seen):
     """The same requests, timed alike, are allowed or refused alike by the database's buckets and the
     in-memory ones a process keeps, and take the same: so the local filter refuses only what the
-    shared one would. Takes, peeks, failures recorded, refunds and reservations spared when full."""
+    shared one would. Takes, peeks, failures recorded and tokens given back."""
     examples_seen.want = 40
     examples_seen.append(1)
     rule = Rule(burst=burst, per_seconds=per)
@@ -340,14 +337,12 @@ async def test_the_shared_buckets_and_the_local_ones_agree(db, burst, per, steps
     local = LocalBuckets()
     start = datetime(2030, 1, 1, tzinfo=UTC)
     now = 0.0
-    for gap, (cost, need, spare_full) in steps:
+    for gap, (cost, need) in steps:
         now += gap
-        check = Check(key, rule, "tests", cost, need, spare_full)
-        expected_cost = local.cost(check, now)
-        shared_wait, refused, taken = await rate_limits.take(db, [check], start + timedelta(seconds=now))
+        check = Check(key, rule, "tests", cost, need)
+        shared_wait, refused = await rate_limits.take(db, [check], start + timedelta(seconds=now))
         local_wait, local_refused = local.wait([check], now)
         assert (refused is None) == (local_refused is None)
         assert shared_wait == pytest.approx(local_wait, abs=1e-6)
         if refused is None:
-            assert taken == [pytest.approx(expected_cost)]
             local.take([check], now)

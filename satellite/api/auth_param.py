@@ -11,6 +11,7 @@ from satellite.api.errors import ApiError
 from satellite.auth import Action, AuthError, check_auth_event, claim_expires_at
 from satellite.db import auth_events
 from satellite.deps import DEPS, METRICS
+from satellite.errors import RateLimited
 from satellite.metrics import auth_failure_kind
 from satellite.nostr.event import Event, is_hex
 from satellite.request_state import CLIENT_KEY, PUBKEY
@@ -26,26 +27,30 @@ METERED = {Action.UPLOAD: Metered.UPLOAD, Action.REQUEST_STORAGE: Metered.CREDIT
 
 async def authorize(request: web.Request, action: Action) -> Event:
     """Check the rate limits and every auth rule, then spend the event (single use). A refused event is
-    a 403 and counts as a failure of the client's address; a rate limit is a 429 (and spends nothing).
-    See `satellite.throttle`."""
+    a 403 and a failure of the client's address (a 429 once it has none left); a rate limit is a 429,
+    and spends nothing. See `satellite.throttle`."""
     deps = request.app[DEPS]
     client = request[CLIENT_KEY]
     metered = METERED.get(action, Metered.OTHER)
-    reserved = await deps.throttle.before_auth(client, metered)
+    await deps.throttle.before_auth(client, metered)
     now = deps.clock()
     try:
         event = check_auth_event(request.query.get("auth"), action, now=int(now), rules=deps.auth_rules)
     except AuthError as exc:
         request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
-        await deps.throttle.failed(client, reserved)
+        await deps.throttle.failed(client)
         raise ApiError(403, exc.reason) from exc
     request[PUBKEY] = event.pubkey
-    await deps.throttle.admitted(client, event.pubkey, metered, reserved)
     expires = datetime.fromtimestamp(claim_expires_at(event, deps.auth_rules), UTC)
     if not await auth_events.claim(deps.pool, event.id, expires):
         request.app[METRICS].auth_failures.labels("auth event already used").inc()
-        await deps.throttle.replayed(client, event.pubkey)
+        await deps.throttle.failed(client)  # the address's, never the pubkey's: anyone may replay it
         raise ApiError(403, "auth event already used: sign a new event for every request")
+    try:
+        await deps.throttle.admitted(event.pubkey, metered)
+    except RateLimited:
+        await auth_events.release(deps.pool, event.id)  # not spent: the same request may come again
+        raise
     return event
 
 

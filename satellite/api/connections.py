@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ FD_RESERVE = 256
 # Refused connections whose answer is still being read; past this many, they are dropped unanswered.
 MAX_LINGERING_REFUSALS = 256
 REFUSAL_LINGER_SECONDS = 1.0
-MIN_SHUTDOWN_STEP_SECONDS = 0.1  # once the deadline has passed: how long cancelled handlers get
+MIN_SHUTDOWN_STEP_SECONDS = 0.1
+MIN_IDLE_TO_EVICT_SECONDS = 1.0  # at the cap, a connection idle this long may be closed for a new one  # once the deadline has passed: how long cancelled handlers get
 
 
 def fd_limit() -> int:
@@ -104,14 +106,16 @@ class ConnectionGuard:
         self.refused = 0  # connections refused, since start
         self.head_timeouts = 0  # request heads that did not come in time
         self.per_address: dict[str, int] = {}
-        self.idle: OrderedDict[GuardedHandler, None] = OrderedDict()  # oldest first
+        self.idle: OrderedDict[GuardedHandler, float] = OrderedDict()  # -> idle since; oldest first
 
     def admit(self, address: str | None) -> str | None:
         """None: admitted. Otherwise the reason it is refused."""
         if address is not None and self.per_address.get(address, 0) >= self.limits.max_per_address:
             return self._refuse("too many connections from this address", address)
         if self.open >= self.limits.max_connections:
-            if not self.idle:
+            since = next(iter(self.idle.values()), None)
+            # Only a connection idle a while: one just accepted may have its request already on the way.
+            if since is None or time.monotonic() - since < MIN_IDLE_TO_EVICT_SECONDS:
                 return self._refuse("too many open connections", address)
             oldest, _ = self.idle.popitem(last=False)
             oldest.force_close()  # its connection_lost releases its place
@@ -237,7 +241,7 @@ class GuardedHandler(RequestHandler):
 
     def _idle(self, idle: bool) -> None:
         if idle and self._admitted and not self._lingering:
-            self._guard.idle[self] = None
+            self._guard.idle[self] = time.monotonic()
         else:
             self._guard.idle.pop(self, None)
 

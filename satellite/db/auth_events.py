@@ -17,6 +17,11 @@ async def claim(db: Executor, event_id: str, expires_at: datetime) -> bool:
     return str(status).endswith(" 1")
 
 
+async def release(db: Executor, event_id: str) -> None:
+    """Forget a claim whose request was then refused without being carried out."""
+    await db.execute("DELETE FROM auth_events WHERE id = $1", event_id)
+
+
 async def prune(db: Executor, now: datetime) -> int:
     status = await db.execute("DELETE FROM auth_events WHERE expires_at < $1", now)
     return int(str(status).split()[-1])

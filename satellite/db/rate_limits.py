@@ -8,27 +8,24 @@ from satellite.db.types import Executor
 from satellite.limits import Check
 
 
-async def take(db: Executor, checks: list[Check], now: datetime) -> tuple[float, Check | None, list[float]]:
-    """All or nothing: (0.0, None, what each check took) if every check is allowed, else the seconds to
-    wait, the check that waits longest, and nothing taken."""
+async def take(db: Executor, checks: list[Check], now: datetime) -> tuple[float, Check | None]:
+    """All or nothing: (0.0, None) if every check is allowed (and its cost taken), else the seconds to
+    wait and the check that waits longest."""
     if not checks:
-        return 0.0, None, []
+        return 0.0, None
     row = await db.fetchrow(
-        "SELECT wait, refused, taken FROM take_tokens("
-        "$1::text[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6::boolean[], $7)",
+        "SELECT wait, refused FROM"
+        " take_tokens($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6)",
         [c.key for c in checks],
         [c.rule.rate for c in checks],
         [float(c.rule.burst) for c in checks],
         [c.cost for c in checks],
         [c.need for c in checks],
-        [c.spare_full for c in checks],
         now,
     )
     assert row is not None
     refused = int(row["refused"])
-    if refused:
-        return float(row["wait"]), checks[refused - 1], []
-    return 0.0, None, [float(t) for t in row["taken"]]
+    return float(row["wait"]), (checks[refused - 1] if refused else None)
 
 
 async def prune(db: Executor, now: datetime, full_after_seconds: float) -> int:

@@ -13,23 +13,20 @@ CREATE INDEX rate_buckets_by_age ON rate_buckets (updated_at);
 
 -- Check several buckets at once, all or nothing. Bucket i is allowed when it holds at least needs[i]
 -- tokens; if every one is, each loses costs[i] (never below zero; a negative cost gives tokens back,
--- never above the burst), except a bucket marked in spare_full that is full: it loses nothing. `taken`
--- says what each lost. Otherwise nothing is taken, `wait` is the seconds until every bucket would be
+-- never above the burst). Otherwise nothing is taken, `wait` is the seconds until every bucket would be
 -- allowed and `refused` the (1-based) index of the bucket that waits longest. Rows are locked in key
 -- order, so concurrent callers on overlapping keys queue instead of deadlocking.
 CREATE FUNCTION take_tokens(
     p_keys text[], p_rates float8[], p_bursts float8[], p_costs float8[], p_needs float8[],
-    p_spare_full boolean[], p_now timestamptz, OUT wait float8, OUT refused int, OUT taken float8[]
+    p_now timestamptz, OUT wait float8, OUT refused int
 ) LANGUAGE plpgsql AS $$
 DECLARE
     levels float8[] := '{}';
     level float8;
     this_wait float8;
-    cost float8;
 BEGIN
     wait := 0;
     refused := 0;
-    taken := '{}';
     INSERT INTO rate_buckets (key, tokens, updated_at)
         SELECT k, b, p_now FROM unnest(p_keys, p_bursts) AS u(k, b) ORDER BY k
         ON CONFLICT (key) DO NOTHING;
@@ -50,11 +47,9 @@ BEGIN
         RETURN;
     END IF;
     FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
-        cost := CASE WHEN p_spare_full[i] AND levels[i] >= p_bursts[i] THEN 0 ELSE p_costs[i] END;
-        taken := taken || cost;
-        IF cost <> 0 THEN
+        IF p_costs[i] <> 0 THEN
             UPDATE rate_buckets
-               SET tokens = least(p_bursts[i], greatest(0, levels[i] - cost)),
+               SET tokens = least(p_bursts[i], greatest(0, levels[i] - p_costs[i])),
                    updated_at = greatest(updated_at, p_now)
              WHERE key = p_keys[i];
         END IF;
