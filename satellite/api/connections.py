@@ -48,8 +48,8 @@ FD_RESERVE = 256
 # Refused connections whose answer is still being read; past this many, they are dropped unanswered.
 MAX_LINGERING_REFUSALS = 256
 REFUSAL_LINGER_SECONDS = 1.0
-MIN_SHUTDOWN_STEP_SECONDS = 0.1
-MIN_IDLE_TO_EVICT_SECONDS = 1.0  # at the cap, a connection idle this long may be closed for a new one  # once the deadline has passed: how long cancelled handlers get
+MIN_SHUTDOWN_STEP_SECONDS = 0.1  # once the deadline has passed: how long cancelled handlers get
+MIN_IDLE_TO_EVICT_SECONDS = 1.0  # at the cap, a connection idle this long may be closed for a new one
 
 
 def fd_limit() -> int:
