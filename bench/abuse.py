@@ -35,11 +35,8 @@ import json
 import os
 import re
 import resource
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -553,59 +550,18 @@ def header(fig: dict) -> str:
 
 
 def main() -> int:
-    cleanup = procs.Cleanup()
-    tmp = Path(tempfile.mkdtemp(prefix="satellite-abuse-"))
-    cleanup.add("remove the temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
-
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    def on_alarm(_signum: int, _frame: object) -> None:
-        raise TimeoutError(f"the whole run exceeded {TOTAL_SECONDS:.0f} s")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(TOTAL_SECONDS) + 5)  # backstop if the event loop is stuck in a blocking call
-    bench = None
-    error = None
-    try:
-        bench = AbuseBench(tmp, cleanup)
-        print(header(bench.fig), flush=True)
-
-        async def bounded() -> None:
-            async with asyncio.timeout(TOTAL_SECONDS - 5):
-                await bench.run()
-
-        asyncio.run(bounded())
-    except (Exception, KeyboardInterrupt) as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        server = getattr(bench, "proc", None)
-        if server is not None and server.poll() is not None:
-            error += f" (the server had exited with status {server.returncode})"
-        print(f"abuse bench failed: {error}{procs.log_tail(tmp / 'satellite.log')}", file=sys.stderr)
-    finally:
-        signal.alarm(0)
-        count, first = procs.log_problems(tmp / "satellite.log")
-        if count and bench is not None:
-            bench.notes.append(f"the server logged {count} errors: " + " | ".join(first))
-        if os.environ.get("ABUSE_LOG"):
-            with contextlib.suppress(OSError):
-                shutil.copyfile(tmp / "satellite.log", os.environ["ABUSE_LOG"])
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # let the cleanup finish
-        say("cleaning up")
-        cleanup.run()
-    wall = round(time.monotonic() - STARTED, 1)
-    if bench is not None:
-        bench.fig["wall_s"] = wall
-        if error:
-            bench.fig["error"] = error
-        report(bench.fig, bench.notes)
-        bench.fig["notes"] = bench.notes
-        print(f"wall time {wall} s")
-        print(json.dumps(bench.fig, separators=(",", ":")))
-    return 1 if error else 0
+    return procs.drive(
+        name="abuse",
+        total_seconds=TOTAL_SECONDS,
+        keep_log_env="ABUSE_LOG",
+        make=AbuseBench,
+        run=lambda bench: bench.run(),
+        server=lambda bench: getattr(bench, "proc", None),
+        header=header,
+        report=report,
+        say=say,
+        started=STARTED,
+    )
 
 
 if __name__ == "__main__":

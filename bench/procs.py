@@ -4,7 +4,9 @@ registered with a `Cleanup` and ended by pid, even when the run fails or is inte
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -12,11 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import psutil
 
@@ -302,3 +306,83 @@ http {{
     base = f"http://127.0.0.1:{port}"
     wait_http(base + probe, proc, timeout=timeout, log=log)
     return proc, base
+
+
+class Run(Protocol):
+    """What a benchmark run keeps: its figures (printed as the last line, JSON) and its notes."""
+
+    fig: dict[str, Any]
+    notes: list[str]
+
+
+def drive(
+    *,
+    name: str,
+    total_seconds: float,
+    keep_log_env: str,
+    make: Callable[[Path, Cleanup], Run],
+    run: Callable[[Any], Awaitable[None]],
+    server: Callable[[Any], subprocess.Popen | None],
+    header: Callable[[dict[str, Any]], str],
+    report: Callable[[dict[str, Any], list[str]], None],
+    say: Callable[[str], None],
+    started: float,
+) -> int:
+    """One bounded run of a benchmark: a temp dir, signals and a backstop alarm turned into errors,
+    `run(bench)` within `total_seconds` (5 s kept for cleanup), the server's log checked (and kept at
+    $keep_log_env), everything started undone, then the report and a last JSON line. Exit status."""
+    cleanup = Cleanup()
+    tmp = Path(tempfile.mkdtemp(prefix=f"satellite-{name}-"))
+    cleanup.add("remove the temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def on_alarm(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"the whole run exceeded {total_seconds:.0f} s")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(total_seconds) + 5)  # backstop if the event loop is stuck in a blocking call
+    bench: Run | None = None
+    error = None
+    try:
+        bench = make(tmp, cleanup)
+        print(header(bench.fig), flush=True)
+
+        async def bounded() -> None:
+            async with asyncio.timeout(total_seconds - 5):
+                await run(bench)
+
+        asyncio.run(bounded())
+    except (Exception, KeyboardInterrupt) as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, TimeoutError) and not str(exc):
+            error = f"TimeoutError: the run hit its limit ({total_seconds:.0f} s, 5 s of it kept for cleanup)"
+        proc = server(bench) if bench is not None else None
+        if proc is not None and proc.poll() is not None:
+            error += f" (the server had exited with status {proc.returncode})"
+        print(f"{name} failed: {error}{log_tail(tmp / 'satellite.log')}", file=sys.stderr)
+    finally:
+        signal.alarm(0)
+        count, first = log_problems(tmp / "satellite.log")
+        if count and bench is not None:
+            bench.notes.append(f"the server logged {count} errors: " + " | ".join(first))
+        if os.environ.get(keep_log_env):
+            with contextlib.suppress(OSError):
+                shutil.copyfile(tmp / "satellite.log", os.environ[keep_log_env])
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # let the cleanup finish
+        say("cleaning up")
+        cleanup.run()
+    wall = round(time.monotonic() - started, 1)
+    if bench is not None:
+        bench.fig["wall_s"] = wall
+        if error:
+            bench.fig["error"] = error
+        report(bench.fig, bench.notes)
+        bench.fig["notes"] = bench.notes
+        print(f"wall time {wall} s")
+        print(json.dumps(bench.fig, separators=(",", ":")))
+    return 1 if error else 0

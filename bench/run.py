@@ -34,11 +34,8 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -623,62 +620,19 @@ def header(fig: dict) -> str:
     )
 
 
-async def amain(bench: Bench) -> None:
-    async with asyncio.timeout(TOTAL_SECONDS - 5):
-        await bench.run()
-
-
 def main() -> int:
-    cleanup = procs.Cleanup()
-    tmp = Path(tempfile.mkdtemp(prefix="satellite-bench-"))
-    cleanup.add("remove the temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
-
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    def on_alarm(_signum: int, _frame: object) -> None:
-        raise TimeoutError(f"the whole run exceeded {TOTAL_SECONDS:.0f} s")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(TOTAL_SECONDS) + 5)  # backstop if the event loop is stuck in a blocking call
-    bench = None
-    error = None
-    try:
-        bench = Bench(tmp, cleanup)
-        print(header(bench.fig), flush=True)
-        asyncio.run(amain(bench))
-    except (Exception, KeyboardInterrupt) as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if isinstance(exc, TimeoutError) and not str(exc):
-            error = f"TimeoutError: the run hit its limit ({TOTAL_SECONDS:.0f} s, 5 s of it kept for cleanup)"
-        server = getattr(bench, "server_proc", None)
-        if server is not None and server.poll() is not None:
-            error += f" (the server had exited with status {server.returncode})"
-        print(f"bench failed: {error}{procs.log_tail(tmp / 'satellite.log')}", file=sys.stderr)
-    finally:
-        signal.alarm(0)
-        count, first = procs.log_problems(tmp / "satellite.log")
-        if count and bench is not None:
-            bench.notes.append(f"the server logged {count} errors: " + " | ".join(first))
-        if os.environ.get("BENCH_LOG"):
-            with contextlib.suppress(OSError):
-                shutil.copyfile(tmp / "satellite.log", os.environ["BENCH_LOG"])
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # let the cleanup finish
-        say("cleaning up")
-        cleanup.run()
-    wall = round(time.monotonic() - STARTED, 1)
-    if bench is not None:
-        bench.fig["wall_s"] = wall
-        if error:
-            bench.fig["error"] = error
-        report(bench.fig, bench.notes)
-        bench.fig["notes"] = bench.notes
-        print(f"wall time {wall} s")
-        print(json.dumps(bench.fig, separators=(",", ":")))
-    return 1 if error else 0
+    return procs.drive(
+        name="bench",
+        total_seconds=TOTAL_SECONDS,
+        keep_log_env="BENCH_LOG",
+        make=Bench,
+        run=lambda bench: bench.run(),
+        server=lambda bench: getattr(bench, "server_proc", None),
+        header=header,
+        report=report,
+        say=say,
+        started=STARTED,
+    )
 
 
 if __name__ == "__main__":

@@ -133,6 +133,13 @@ class LocalBuckets:
                 longest, refused = wait, check
         return longest, refused
 
+    def learn(self, check: Check, wait: float, now: float) -> None:
+        """The shared bucket refused `check`, to be allowed in `wait` seconds: hold no more here, so
+        that this process refuses the next ones without asking."""
+        tokens = max(0.0, check.need - wait * check.rule.rate)
+        self._buckets[check.key] = (min(tokens, self._level(check, now)), now)
+        self._buckets.move_to_end(check.key)
+
     def take(self, checks: list[Check], now: float) -> None:
         """Take each check's cost (the shared buckets allowed them); a negative cost gives back."""
         for check in checks:

@@ -8,14 +8,15 @@ at once, without the database, what they already refuse.
 
 A request goes through:
 
-- `before_auth`, before its event is even parsed: refused if its address has no failure left (so a
-  flood of bad events from it costs no signature check), else the address takes its token for the
-  kind of request;
+- `screen`, before its event is even parsed, from memory only: refused if this process knows its
+  address has no failure or no token left (so a flood of bad events costs no signature check and no
+  query once the first refusal is known);
 - `failed`, if its event is refused (or was used already): one failure of the address, taken only if
   the address has one left, else the answer is 429. Requests racing each other may all have their
   signatures checked (that much work is bounded by the connections an address may hold), but no more
   of them are answered as failures than the budget allows;
-- `admitted`, once the event is valid and spent: the pubkey takes its token for the kind of request.
+- `admitted`, once the event is valid and spent, in one database call: the address must still have a
+  failure left, and the address and the pubkey take their tokens for the kind of request.
 
 Failures are never counted against a pubkey: nothing proves who sends an event. Anyone can send a
 note the victim published, an old event of theirs, or replay one seen in a URL; counting those would
@@ -100,6 +101,10 @@ class Throttle:
         owner = "from this address" if scope == "ip" else "for this pubkey"
         return [Check(f"{kind.value}:{scope}:{who}", rule, f"{_METERED_WORDS[kind]} {owner}")]
 
+    def _refuse(self, check: Check, wait: float) -> RateLimited:
+        self._on_refused(":".join(check.key.split(":", 2)[:2]))  # the limit's name and scope
+        return _refusal(check, wait)
+
     async def _take(self, checks: list[Check]) -> None:
         """Take every check or refuse them all (RateLimited)."""
         if not checks:
@@ -108,23 +113,30 @@ class Throttle:
         wait, refused = self._local.wait(checks, now)
         if refused is None:
             wait, refused = await rate_limits.take(self.pool, checks, datetime.fromtimestamp(now, UTC))
+            if refused is not None:
+                self._local.learn(refused, wait, now)
         if refused is not None:
-            self._on_refused(":".join(refused.key.split(":", 2)[:2]))  # the limit's name and scope
-            raise _refusal(refused, wait)
+            raise self._refuse(refused, wait)
         self._local.take(checks, now)
 
-    async def before_auth(self, ip: str, kind: Metered) -> None:
-        """Before the event is looked at: the address must have a failure left, and takes its token for
-        `kind`."""
-        await self._take(self._failures(ip, cost=0) + self._metered(kind, "ip", ip))
+    def screen(self, ip: str, kind: Metered) -> None:
+        """Before the event is looked at, from memory only: refused if this process already knows the
+        address has no failure left, or no token for `kind`."""
+        checks = self._failures(ip, cost=0) + self._metered(kind, "ip", ip)
+        wait, refused = self._local.wait(checks, self._clock())
+        if refused is not None:
+            raise self._refuse(refused, wait)
 
     async def failed(self, ip: str) -> None:
         """The event was refused: a failure of the address (RateLimited if it had none left)."""
         await self._take(self._failures(ip, cost=1))
 
-    async def admitted(self, pubkey: str, kind: Metered) -> None:
-        """The event is valid: the pubkey takes its token for `kind`."""
-        await self._take(self._metered(kind, "pubkey", pubkey))
+    async def admitted(self, ip: str, pubkey: str, kind: Metered) -> None:
+        """The event is valid, in one call: the address must have a failure left (a valid event does
+        not make up for a spent budget), and the address and the pubkey take their tokens for `kind`."""
+        await self._take(
+            self._failures(ip, cost=0) + self._metered(kind, "ip", ip) + self._metered(kind, "pubkey", pubkey)
+        )
 
     @contextlib.asynccontextmanager
     async def upload_slot(self, pubkey: str) -> AsyncIterator[None]:

@@ -346,3 +346,19 @@ async def test_the_shared_buckets_and_the_local_ones_agree(db, burst, per, steps
         assert shared_wait == pytest.approx(local_wait, abs=1e-6)
         if refused is None:
             local.take([check], now)
+
+
+async def test_a_refusal_of_the_shared_buckets_is_learnt_by_the_local_ones(db):
+    """Another process spent an address's budget: this one, told once, refuses alike without asking."""
+    rule = Rule(burst=3, per_seconds=60.0)
+    check = Check(f"test:learn:{datetime.now(UTC).timestamp()}", rule, "tests")
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for _ in range(3):  # spent elsewhere
+        assert (await rate_limits.take(db, [check], start))[1] is None
+    local = LocalBuckets()
+    assert local.wait([check], 5.0) == (0.0, None)  # this process knows nothing yet
+    wait, refused = await rate_limits.take(db, [check], start + timedelta(seconds=5))
+    assert refused == check
+    local.learn(check, wait, 5.0)
+    assert local.wait([check], 5.0) == (pytest.approx(wait), check)
+    assert local.wait([check], 5.0 + wait)[1] is None  # and allows again when the shared one would

@@ -32,7 +32,7 @@ async def authorize(request: web.Request, action: Action) -> Event:
     deps = request.app[DEPS]
     client = request[CLIENT_KEY]
     metered = METERED.get(action, Metered.OTHER)
-    await deps.throttle.before_auth(client, metered)
+    deps.throttle.screen(client, metered)
     now = deps.clock()
     try:
         event = check_auth_event(request.query.get("auth"), action, now=int(now), rules=deps.auth_rules)
@@ -47,7 +47,7 @@ async def authorize(request: web.Request, action: Action) -> Event:
         await deps.throttle.failed(client)  # the address's, never the pubkey's: anyone may replay it
         raise ApiError(403, "auth event already used: sign a new event for every request")
     try:
-        await deps.throttle.admitted(event.pubkey, metered)
+        await deps.throttle.admitted(client, event.pubkey, metered)
     except RateLimited:
         await auth_events.release(deps.pool, event.id)  # not spent: the same request may come again
         raise
