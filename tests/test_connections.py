@@ -63,10 +63,9 @@ def _server(database_url: str, tmp_path: Path, **extra: str) -> Server:
         DATABASE_URL=database_url,
         LOG_FORMAT="json",
         FREE_STORAGE_BYTES=str(10**9),
-        HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         BODY_TIMEOUT_SECONDS=str(BODY_WINDOW),
         BODY_MIN_BYTES_PER_SECOND="20000",
-        **{"MAX_CONNECTIONS": str(CAP), **extra},
+        **{"MAX_CONNECTIONS": str(CAP), "HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT), **extra},
     )
     handle = log.open("wb")
     proc = subprocess.Popen(
@@ -396,19 +395,22 @@ async def _count(database_url: str, query: str, *args) -> int:
 def test_one_address_cannot_take_every_connection(database_url, tmp_path):
     """An address at its cap is refused; others are served. And at the global cap, the connection idle
     longest makes room for a new one: holding connections open locks nobody out."""
-    server = _server(database_url, tmp_path, MAX_CONNECTIONS="30", MAX_CONNECTIONS_PER_IP="10")
+    server = _server(
+        database_url, tmp_path, MAX_CONNECTIONS="30", MAX_CONNECTIONS_PER_IP="10", HEADER_TIMEOUT_SECONDS="60"
+    )
     held: list[socket.socket] = []
+    idle: list[socket.socket] = []
     try:
         for _ in range(10):
             held.append(server.connect())
-        held_since = time.monotonic()
         with server.connect() as eleventh:
             eleventh.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             status, headers, body = _read_response(eleventh)
+        # Refused for its address: so the server had taken in the ten before it, idle from then on.
+        held_since = time.monotonic()
         assert status == 503 and "too many connections from this address" in json.loads(body)["reason"]
         assert headers["retry-after"] == "1"
         # Ten other addresses, each with two kept-alive connections that then sit idle: 20 + 10 = 30.
-        idle = []
         for n in range(10):
             for _ in range(2):
                 sock = socket.create_connection(
@@ -419,7 +421,7 @@ def test_one_address_cannot_take_every_connection(database_url, tmp_path):
                 assert _read_response(sock)[0] == 200
                 idle.append(sock)
         # The server is full; a newcomer still gets in, and the connection idle longest is closed
-        # (the held ones have been idle for over the second a fresh connection is spared).
+        # (the held ones, once idle for over the second a fresh connection is spared).
         _wait_for(lambda: time.monotonic() - held_since > 1.0)
         newcomer = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.99", 0))
         newcomer.settimeout(10)
@@ -427,12 +429,16 @@ def test_one_address_cannot_take_every_connection(database_url, tmp_path):
         assert _read_response(newcomer)[0] == 200
         newcomer.close()
         assert held[0].recv(100) == b""  # the first held connection never sent a byte: idle longest
-        for sock in idle:
-            sock.close()
+        assert all(_sends_and_is_answered(sock) for sock in idle)  # the kept-alive ones were left alone
     finally:
-        for sock in held:
+        for sock in held + idle:
             sock.close()
         assert _stop(server) == 0
+
+
+def _sends_and_is_answered(sock: socket.socket) -> bool:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    return _read_response(sock)[0] == 200
 
 
 def test_the_uploads_of_a_killed_process_stop_counting_at_once(database_url, tmp_path):

@@ -13,6 +13,7 @@ import zlib
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from billing_helpers import wait_for
 from nostr_helpers import auth_params
 
 from satellite.app import create_app
@@ -406,6 +407,11 @@ async def test_blocked_sha_is_404(client, db, blob):
     sha, _ = blob
     assert (await client.get(f"/{sha}")).status == 200
     await db.execute("INSERT INTO blocklist (kind, value, reason) VALUES ('sha256', $1, 'test')", sha)
+
+    async def blocked() -> bool:  # the server hears of the block from the database (NOTIFY)
+        return (await client.get(f"/{sha}")).status == 404
+
+    await wait_for(blocked)
     for path in (f"/{sha}", f"/{sha}.bin"):
         await assert_json_error(await client.get(path), 404)
         await assert_json_error(await client.get(path, headers={"Range": "bytes=0-1,5-6"}), 404)
