@@ -14,6 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from satellite import housekeeping
 from satellite.api import account, billing, items, media, openapi, service
 from satellite.api.client import client_middleware
 from satellite.api.errors import error_middleware
@@ -25,7 +26,6 @@ from satellite.billing.watcher import SettlementWatcher
 from satellite.blob_cache import BlobCache, follow_changes
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
-from satellite.db import auth_events, offers
 from satellite.db.database import database
 from satellite.db.pool import TRANSIENT_ERRORS, create_pool
 from satellite.deps import CLOCK, DEPS, METRICS, SETTINGS, SUPERVISOR, Clock, Deps
@@ -69,7 +69,6 @@ HTTP_LIMITS: HttpLimits = {
     # the client can read the answer) before closing: short, so a slow client cannot hold on.
     "lingering_time": 2.0,
 }
-NEVER_INVOICED_KEPT = timedelta(hours=1)  # after its offer lapsed, so a late callback hears "expired"
 
 
 async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
@@ -177,17 +176,13 @@ async def _prune(deps: Deps) -> None:
     upload leases of dead processes, every PRUNE_EVERY_SECONDS (a setting)."""
     while True:
         await asyncio.sleep(deps.settings.prune_every_seconds)
-        now = deps.now()
         try:
-            removed = {
-                "auth_events": await auth_events.prune(deps.pool, now),
-                "offers": await offers.prune(
-                    deps.pool,
-                    never_invoiced_before=now - NEVER_INVOICED_KEPT,
-                    unpaid_before=now - timedelta(days=deps.settings.unpaid_invoice_retention_days),
-                ),
-                "limits": await deps.throttle.prune(),
-            }
+            removed = await housekeeping.prune(
+                deps.pool,
+                now=deps.now(),
+                limits=deps.settings.limits,
+                unpaid_retention=timedelta(days=deps.settings.unpaid_invoice_retention_days),
+            )
         except TRANSIENT_ERRORS as exc:
             log.warning("pruning failed", kind="pruning", error=str(exc))
             continue

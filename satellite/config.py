@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # Relays named in the kind 9734 payment template (NIP-57 requires at least one).
     relays: str = "wss://relay.damus.io,wss://nos.lol"
     lnurl_name: str = "storage"
+    # `satellite expire` removes the files of accounts whose credit ran out longer ago than this.
+    expire_grace_days: int = Field(7, ge=0)
 
     # --- lightning ---
     lightning_backend: LightningBackendName = LightningBackendName.DEV
@@ -192,6 +194,10 @@ class Settings(BaseSettings):
     # How often stored bytes and blobs (one aggregate query) and the pool are sampled for /metrics.
     metrics_sample_seconds: float = Field(15.0, gt=0)
 
+    # --- moderation ---
+    # How blocked content is answered: 404 (as if it never existed) or 451 (Unavailable For Legal Reasons).
+    blocked_content_status: int = Field(404)
+
     # --- housekeeping ---
     # How often spent auth events, lapsed offers, full rate-limit buckets and dead upload leases are
     # deleted.
@@ -256,6 +262,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_proxies(cls, value: str) -> str:
         parse_networks(value)
+        return value
+
+    @field_validator("blocked_content_status")
+    @classmethod
+    def _blocked_status(cls, value: int) -> int:
+        if value not in (404, 451):
+            raise ValueError("BLOCKED_CONTENT_STATUS must be 404 or 451")
         return value
 
     @field_validator("log_level")

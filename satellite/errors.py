@@ -48,6 +48,10 @@ class ContentBlocked(Refused):
     """The content is on the blocklist."""
 
 
+class AccountBlocked(Refused):
+    """The account is blocked: it may not store or buy anything."""
+
+
 class NotOwned(Refused):
     """The account has no such file."""
 

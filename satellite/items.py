@@ -9,15 +9,17 @@ the bytes it stored under the same lock, and only if no blob row claims them.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import structlog
 
+from satellite.billing.balance import BLOCKED_ACCOUNT
 from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, files
 from satellite.db.files import BlobRow, FileRow
-from satellite.errors import ContentBlocked, NotOwned
+from satellite.errors import AccountBlocked, ContentBlocked, NotOwned
 from satellite.ingest import Spooled
 from satellite.media_type import detect
 from satellite.storage.base import BlobStorage
@@ -81,11 +83,13 @@ async def store_upload(
             free_bytes=policy.free_bytes,
             min_prepaid_seconds=policy.min_prepaid_seconds,
         )
-        if result.blocked or result.shortfall is not None:
+        if result.blocked or result.shortfall is not None or result.account_blocked:
             if stored_here:
                 await _take_back(pool, storage, blob.sha256)
             if result.shortfall is not None:
                 raise policy.refusal(result.shortfall)
+            if result.account_blocked:
+                raise AccountBlocked(BLOCKED_ACCOUNT)
             raise ContentBlocked("this content is blocked on this server")
         if result.blob_created and not await storage.exists(blob.sha256):
             await _put(storage, spooled, blob.type)
@@ -103,6 +107,70 @@ async def _take_back(pool: asyncpg.Pool, storage: BlobStorage, sha256: str) -> N
             await storage.delete(sha256)
 
 
+@dataclass(frozen=True, slots=True)
+class Removed:
+    pubkey: str
+    sha256: str
+    size: int
+    blob_removed: bool  # it was the last owner: the bytes left storage
+
+
+async def remove_file(
+    *,
+    pool: asyncpg.Pool,
+    storage: BlobStorage,
+    pubkey: str,
+    sha256: str,
+    now: datetime,
+    policy: AccountPolicy,
+    why: str,
+    lapsed_before: datetime | None = None,
+) -> Removed | None:
+    """Remove the account's file, its meter advanced first (usage already accrued stays); the blob goes
+    with its last owner. None if the account has no such file, or, with `lapsed_before`, if its credit
+    did not run out before then (checked with the account row locked, so a purchase that lands
+    meanwhile keeps the file)."""
+    async with pool.acquire() as conn, files.blob_locked(conn, sha256):
+        async with conn.transaction():
+            if lapsed_before is not None and not await accounts.lock_if_lapsed(
+                conn, pubkey, before=lapsed_before, free_bytes=policy.free_bytes
+            ):
+                return None
+            size = await files.delete_file(conn, pubkey, sha256)
+            if size is None:
+                return None
+            await accounts.change_storage(conn, pubkey, now, -size, free_bytes=policy.free_bytes)
+            blob_gone = await files.delete_blob_if_unowned(conn, sha256)
+        if blob_gone:
+            await _delete_bytes(storage, sha256)
+    log.info("file removed", why=why, pubkey=pubkey, sha256=sha256, size=size, blob_removed=blob_gone)
+    return Removed(pubkey, sha256, size, blob_gone)
+
+
+async def remove_blob(
+    *, pool: asyncpg.Pool, storage: BlobStorage, sha256: str, now: datetime, policy: AccountPolicy, why: str
+) -> list[Removed]:
+    """Remove the blob from every owner (each meter advanced first), then its row and its bytes (also
+    bytes without a row). The owners' files, one each."""
+    async with pool.acquire() as conn, files.blob_locked(conn, sha256):
+        async with conn.transaction():
+            owners = await files.delete_owners(conn, sha256)
+            for pubkey, size in owners:
+                await accounts.change_storage(conn, pubkey, now, -size, free_bytes=policy.free_bytes)
+            await files.delete_blob_if_unowned(conn, sha256)
+        await _delete_bytes(storage, sha256)
+    for pubkey, size in owners:
+        log.info("file removed", why=why, pubkey=pubkey, sha256=sha256, size=size, blob_removed=True)
+    return [Removed(pubkey, sha256, size, True) for pubkey, size in owners]
+
+
+async def _delete_bytes(storage: BlobStorage, sha256: str) -> None:
+    try:
+        await storage.delete(sha256)
+    except Exception:  # the row is gone; an orphan object is only wasted space (gc removes it)
+        log.exception("could not delete blob from storage", sha256=sha256)
+
+
 async def delete_item(
     *,
     pool: asyncpg.Pool,
@@ -113,16 +181,14 @@ async def delete_item(
     policy: AccountPolicy,
 ) -> None:
     """Remove the caller's file; the blob goes with its last owner. 404 if the caller has no such file."""
-    async with pool.acquire() as conn, files.blob_locked(conn, sha256):
-        async with conn.transaction():
-            size = await files.delete_file(conn, pubkey, sha256)
-            if size is None:
-                raise NotOwned("you have no file with this sha256")
-            await accounts.change_storage(conn, pubkey, now, -size, free_bytes=policy.free_bytes)
-            blob_gone = await files.delete_blob_if_unowned(conn, sha256)
-        if blob_gone:
-            try:
-                await storage.delete(sha256)
-            except Exception:  # the row is gone; an orphan object is only wasted space
-                log.exception("could not delete blob from storage", sha256=sha256)
-    log.info("deleted", sha256=sha256, blob_removed=blob_gone)
+    removed = await remove_file(
+        pool=pool,
+        storage=storage,
+        pubkey=pubkey,
+        sha256=sha256,
+        now=now,
+        policy=policy,
+        why="deleted by owner",
+    )
+    if removed is None:
+        raise NotOwned("you have no file with this sha256")

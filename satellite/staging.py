@@ -37,8 +37,9 @@ def remove_spool(fd: int, path: Path) -> None:
         os.close(fd)
 
 
-def sweep_spools(staging_dir: Path) -> int:
-    """Remove every spool in `staging_dir` that no live process holds; how many were removed."""
+def sweep_spools(staging_dir: Path, *, dry_run: bool = False) -> int:
+    """Remove every spool in `staging_dir` that no live process holds; how many were removed (or, with
+    `dry_run`, would be)."""
     removed = 0
     for entry in staging_dir.glob(SPOOL_PREFIX + "*"):
         try:
@@ -50,7 +51,9 @@ def sweep_spools(staging_dir: Path) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live upload
-            if _still_named(fd, str(entry)):
+            if dry_run:
+                removed += 1
+            elif _still_named(fd, str(entry)):
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()
                     removed += 1

@@ -202,10 +202,3 @@ class Throttle:
                 self.holder = None
                 with contextlib.suppress(Exception):
                     await conn.close()
-
-    async def prune(self) -> int:
-        """Buckets full again, and leases of dead processes."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        longest = max((r.refill_seconds for r in self.limits.rules()), default=0.0)
-        removed = await rate_limits.prune(self.pool, now, longest)
-        return removed + await upload_leases.prune(self.pool, now)

@@ -102,9 +102,10 @@ class Streamed:
 
 @dataclass(frozen=True)
 class Unknown:
-    """InvoiceStatus UNKNOWN whose error mentions `text`."""
+    """InvoiceStatus UNKNOWN (or `state`) whose error mentions `text`."""
 
     text: str
+    state: InvoiceState = InvoiceState.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ LND_CASES = [
                 reply={"code": 5, "message": "unable to locate invoice"},
             )
         ],
-        Unknown("unable to locate invoice"),
+        Unknown("unable to locate invoice", InvoiceState.NOT_FOUND),
     ),
     Case(
         "status when the node fails",
@@ -537,7 +538,7 @@ LNBITS_CASES = [
         "status of an unknown payment",
         Status(),
         [lnbits("GET", f"/api/v1/payments/{PH}", status=404, reply={"detail": "Payment does not exist."})],
-        Unknown("Payment does not exist."),
+        Unknown("Payment does not exist.", InvoiceState.NOT_FOUND),
     ),
     Case(
         "status when the node fails",
@@ -788,7 +789,7 @@ CLN_CASES = [
         "status of an unknown invoice",
         Status(),
         [cln("listinvoices", {"payment_hash": PH}, status=201, reply={"invoices": []})],
-        Unknown("no such invoice"),
+        Unknown("no such invoice", InvoiceState.NOT_FOUND),
     ),
     Case(
         "status when the node fails",
@@ -888,7 +889,7 @@ def check(outcome: Any, expect: Any, call: Any) -> None:
         assert isinstance(outcome, expect), outcome
     elif isinstance(expect, Unknown):
         assert isinstance(outcome, InvoiceStatus), outcome
-        assert outcome.state is InvoiceState.UNKNOWN
+        assert outcome.state is expect.state
         assert outcome.error and expect.text in outcome.error, outcome.error
     else:
         assert outcome == expect

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from satellite.api.auth_param import authorize
 from satellite.auth import Action
 from satellite.billing.balance import settled_balance
 from satellite.billing.metering import gb_months
-from satellite.db import files, offers
+from satellite.db import files, grants, offers
 from satellite.deps import DEPS
+
+
+def _in_time_order(purchases: list[dict[str, Any]], granted: list[grants.GrantRow]) -> list[dict[str, Any]]:
+    """Purchases (`type` "purchase": order, payment, receipt, as Satellite shows them) and the credit an
+    operator granted or refunded (`type` "credit" or "refund", with the reason), oldest first."""
+    dated = [(p["receipt"]["created_at"], {"type": "purchase", **p}) for p in purchases]
+    for g in granted:
+        entry = {
+            "type": "credit" if g.byte_seconds > 0 else "refund",
+            "gbMonths": float(gb_months(g.byte_seconds)),
+            "reason": g.reason,
+            "created_at": int(g.created_at.timestamp()),
+        }
+        dated.append((entry["created_at"], entry))
+    return [entry for _, entry in sorted(dated, key=lambda pair: pair[0])]
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -18,7 +35,9 @@ async def get_account(request: web.Request) -> web.Response:
     now = deps.now()
     balance = await settled_balance(deps.pool, event.pubkey, now, deps.policy)
     file_rows = await files.list_files(deps.pool, event.pubkey)
-    transactions = await offers.transactions(deps.pool, event.pubkey)
+    transactions = _in_time_order(
+        await offers.transactions(deps.pool, event.pubkey), await grants.for_account(deps.pool, event.pubkey)
+    )
     remaining = balance.seconds_remaining
     sats_per_usd = deps.price.display_sats_per_usd()
     return web.json_response(

@@ -55,6 +55,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.UnsupportedTransferCoding: Answer(501),
     errors.QuotaExceeded: Answer(402),
     errors.ContentBlocked: Answer(403),
+    errors.AccountBlocked: Answer(403),
     errors.NotOwned: Answer(404),
     errors.OfferUnavailable: Answer(400),
     errors.LightningUnavailable: Answer(503, retry_after=5),

@@ -66,8 +66,10 @@ async def serve_path(request: web.Request) -> web.StreamResponse:
     if blob is None:
         generation = deps.blob_cache.generation
         blob = await files.get_blob_for_serving(deps.pool, sha256)
-        if blob is None or blob.blocked:
+        if blob is None:
             raise ApiError(404, "not found")
+        if blob.blocked:
+            raise _blocked(deps)
         deps.blob_cache.put(sha256, blob, generation)
     if deps.links.redirect_base is not None:  # served by the bucket's public URL (a CDN in front)
         location = deps.links.blob_url(sha256, "")
@@ -265,9 +267,18 @@ async def _opened(deps: Deps, sha256: str, part: ByteRange) -> AsyncGenerator[by
     return rest()
 
 
+def _blocked(deps: Deps) -> ApiError:
+    """Blocked content: 404 as if it never existed, or 451 (BLOCKED_CONTENT_STATUS)."""
+    if deps.settings.blocked_content_status == 451:
+        return ApiError(451, "unavailable for legal reasons: blocked by the operator of this server")
+    return ApiError(404, "not found")
+
+
 async def _serve_torrent(request: web.Request, deps: Deps, sha256: str) -> web.Response:
+    if await files.is_blocked(deps.pool, sha256):
+        raise _blocked(deps)
     blob = await files.get_blob(deps.pool, sha256)
-    if blob is None or await files.is_blocked(deps.pool, sha256):
+    if blob is None:
         raise ApiError(404, "not found")
     info = TorrentInfo(
         name=f"{sha256}.{blob.ext}", length=blob.size, piece_length=blob.piece_length, pieces=blob.pieces

@@ -11,11 +11,13 @@ from satellite.billing.metering import Balance, advance
 from satellite.billing.policy import AccountPolicy, Room
 from satellite.db import accounts
 from satellite.db.types import Executor
+from satellite.errors import AccountBlocked
+
+BLOCKED_ACCOUNT = "this account is blocked on this server"
 
 
-async def current_balance(db: Executor, pubkey: str, now: datetime, policy: AccountPolicy) -> Balance:
-    """The meter advanced to `now` in memory (nothing written)."""
-    row = await accounts.get(db, pubkey)
+def balance_at(row: accounts.AccountRow | None, now: datetime, policy: AccountPolicy) -> Balance:
+    """The account's meter advanced to `now` in memory (nothing written)."""
     if row is None:
         return policy.balance(Decimal(0), Decimal(0), 0)
     usage = advance(
@@ -34,5 +36,9 @@ async def settled_balance(db: Executor, pubkey: str, now: datetime, policy: Acco
 
 async def room_now(db: Executor, pubkey: str, now: datetime, policy: AccountPolicy) -> Room:
     """How much more the account may store now: what an upload is refused beyond before its body is
-    read, and what the body is read no further than (nothing is locked or reserved)."""
-    return policy.room(await current_balance(db, pubkey, now, policy))
+    read, and what the body is read no further than (nothing is locked or reserved). A blocked account
+    is refused here, before its body is read (and again where its file would be written)."""
+    row, blocked = await accounts.standing(db, pubkey)
+    if blocked:
+        raise AccountBlocked(BLOCKED_ACCOUNT)
+    return policy.room(balance_at(row, now, policy))

@@ -21,10 +21,12 @@ import asyncpg
 import structlog
 
 from satellite.billing import events as offer_events
+from satellite.billing.balance import BLOCKED_ACCOUNT
 from satellite.billing.pricing import Price
 from satellite.billing.settle import invoice_matches
 from satellite.db import offers
-from satellite.errors import LightningMisbehaved, LightningUnavailable
+from satellite.db.blocklist import is_account_blocked
+from satellite.errors import AccountBlocked, LightningMisbehaved, LightningUnavailable
 from satellite.lightning.base import BackendUnavailable, Invoice, InvoiceRejected, LightningBackend
 from satellite.nostr.event import Event
 from satellite.nostr.keys import SecretKey
@@ -70,16 +72,22 @@ class Shop:
             created_at=created_at,
             expires_at=expires_at,
         )
-        await offers.insert(
-            self.pool,
-            offer_id=event.id,
-            pubkey=buyer,
-            gb_months=gb_months,
-            amount_msat=quote.amount_msat,
-            offer=event.to_dict(),
-            expires_at=datetime.fromtimestamp(expires_at, UTC),
-            now=datetime.fromtimestamp(now, UTC),
-        )
+        try:
+            await offers.insert(
+                self.pool,
+                offer_id=event.id,
+                pubkey=buyer,
+                gb_months=gb_months,
+                amount_msat=quote.amount_msat,
+                offer=event.to_dict(),
+                expires_at=datetime.fromtimestamp(expires_at, UTC),
+                now=datetime.fromtimestamp(now, UTC),
+                sats_per_usd=quote.sats_per_usd,
+            )
+        except asyncpg.PostgresError as exc:
+            if is_account_blocked(exc):
+                raise AccountBlocked(BLOCKED_ACCOUNT) from None
+            raise
         payment = offer_events.payment_template(
             event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
         )
@@ -109,9 +117,14 @@ class Shop:
         assert terms is not None
         moment = datetime.fromtimestamp(now, UTC)
         stale = timedelta(seconds=self.node_timeout_seconds + CLAIM_GRACE_SECONDS)
-        claimed_at = await offers.claim_for_invoicing(
-            self.pool, terms.id, now=moment, stale_before=moment - stale
-        )
+        try:
+            claimed_at = await offers.claim_for_invoicing(
+                self.pool, terms.id, now=moment, stale_before=moment - stale
+            )
+        except asyncpg.PostgresError as exc:
+            if is_account_blocked(exc):
+                raise offer_events.PaymentError(BLOCKED_ACCOUNT) from None
+            raise
         if claimed_at is None:  # another callback holds it or took it a moment ago, or it just lapsed
             raise offer_events.PaymentError(await self._why_not_free(terms.id))
         try:

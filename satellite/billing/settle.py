@@ -1,6 +1,7 @@
 """Invoice paid -> credit + receipt, exactly once per payment hash, whoever sees the payment first.
 
-`settle` re-reads the offer under a row lock and moves it only from `invoiced`, in the same transaction
+`settle` re-reads the offer under a row lock and moves it only from `invoiced` (or `expired`, for an
+invoice the node reports paid after all), in the same transaction
 as the credit, so the stream, the poller and any number of processes may all report the same payment.
 Before crediting it checks what was paid: the invoice's own amount and description hash (decoded from
 the BOLT11 we stored) and the amount the node says it received.
@@ -85,7 +86,9 @@ async def settle(
         if offer is None:
             log.warning("payment for an invoice we did not issue", payment_hash=payment.payment_hash)
             return Outcome.UNKNOWN_INVOICE
-        if offer.status != "invoiced":
+        # An invoice marked expired can still be paid as far as the node knows (its clock, or a payment
+        # in flight when it lapsed): money received is credited, whenever it is seen.
+        if offer.status not in ("invoiced", "expired") or offer.bolt11 is None:
             return Outcome.ALREADY_DONE
         assert offer.bolt11 is not None and offer.payment is not None
         paid_at = datetime.fromtimestamp(settled_at, UTC)

@@ -77,3 +77,35 @@ async def advance(db: Executor, pubkey: str, now: datetime, *, free_bytes: int) 
 async def get(db: Executor, pubkey: str) -> AccountRow | None:
     row = await db.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE pubkey = $1", pubkey)
     return AccountRow(**dict(row)) if row else None
+
+
+async def standing(db: Executor, pubkey: str) -> tuple[AccountRow | None, bool]:
+    """The account (None if it has none) and whether the pubkey is blocked, in one query."""
+    row = await db.fetchrow(
+        f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM blocklist WHERE kind = 'pubkey' AND value = $1) AS blocked"
+        " FROM (SELECT 1) one LEFT JOIN accounts ON accounts.pubkey = $1",
+        pubkey,
+    )
+    assert row is not None
+    values = dict(row)
+    blocked = bool(values.pop("blocked"))
+    return (AccountRow(**values) if values["pubkey"] is not None else None), blocked
+
+
+# When the credit runs out (sql/007 credit_runs_out_at); $N = the free allowance.
+def runs_out_at(free_param: str) -> str:
+    return (
+        "credit_runs_out_at(accounts.credit_byte_seconds, accounts.usage_byte_seconds,"
+        f" accounts.storage_bytes, accounts.usage_updated_at, accounts.credit_ran_out_at, {free_param})"
+    )
+
+
+async def lock_if_lapsed(conn: Connection, pubkey: str, *, before: datetime, free_bytes: int) -> bool:
+    """Lock the account row if its credit ran out before `before` (for the rest of the transaction)."""
+    found = await conn.fetchval(
+        f"SELECT true FROM accounts WHERE pubkey = $1 AND {runs_out_at('$3::bigint')} <= $2 FOR UPDATE",
+        pubkey,
+        before,
+        free_bytes,
+    )
+    return bool(found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from satellite.db.retention import delete_where
 from satellite.db.types import Executor
 
 
@@ -22,6 +23,6 @@ async def release(db: Executor, event_id: str) -> None:
     await db.execute("DELETE FROM auth_events WHERE id = $1", event_id)
 
 
-async def prune(db: Executor, now: datetime) -> int:
-    status = await db.execute("DELETE FROM auth_events WHERE expires_at < $1", now)
-    return int(str(status).split()[-1])
+async def prune(db: Executor, now: datetime, *, dry_run: bool = False) -> int:
+    """Spent events that freshness alone now rejects."""
+    return await delete_where(db, "auth_events", "expires_at < $1", now, dry_run=dry_run)

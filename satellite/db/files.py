@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from satellite.db.blocklist import is_account_blocked
 from satellite.db.types import Connection, Executor
 
 NO_ROOM = "SA402"  # raised by commit_upload (sql/005): the account may not store this
@@ -77,6 +78,16 @@ async def delete_file(conn: Connection, pubkey: str, sha256: str) -> int | None:
     return size
 
 
+async def delete_owners(conn: Connection, sha256: str) -> list[tuple[str, int]]:
+    """Remove every owner's file of the blob: (pubkey, size) of each."""
+    rows = await conn.fetch(
+        "DELETE FROM files f USING blobs b WHERE f.sha256 = $1 AND b.sha256 = f.sha256"
+        " RETURNING f.pubkey, b.size",
+        sha256,
+    )
+    return [(r["pubkey"], r["size"]) for r in rows]
+
+
 async def delete_blob_if_unowned(conn: Connection, sha256: str) -> bool:
     """Drop the blob row when no file refers to it; True if it was dropped."""
     status = await conn.execute(
@@ -118,6 +129,7 @@ class Committed:
     new_owner: bool
     file: FileRow | None
     shortfall: Decimal | None = None  # refused for want of credit: byte-seconds missing; nothing recorded
+    account_blocked: bool = False  # refused: the pubkey is blocked (sql/007); nothing recorded
 
 
 async def commit_upload(
@@ -153,6 +165,8 @@ async def commit_upload(
             min_prepaid_seconds,
         )
     except asyncpg.PostgresError as exc:
+        if is_account_blocked(exc):
+            return Committed(False, False, False, None, account_blocked=True)
         if getattr(exc, "sqlstate", None) != NO_ROOM:
             raise
         return Committed(False, False, False, None, shortfall=Decimal(exc.detail))
@@ -170,9 +184,15 @@ class ServedBlob:
 
 
 async def get_blob_for_serving(db: Executor, sha256: str) -> ServedBlob | None:
+    """The blob as served; None if there is no such blob and it is not blocked either (blocked content
+    has no row once its owners are gone, but is still answered as blocked)."""
     row = await db.fetchrow(
-        "SELECT size, type, EXISTS (SELECT 1 FROM blocklist WHERE kind = 'sha256' AND value = $1) AS blocked"
-        " FROM blobs WHERE sha256 = $1",
+        "SELECT b.size, b.type,"
+        " EXISTS (SELECT 1 FROM blocklist WHERE kind = 'sha256' AND value = $1) AS blocked"
+        " FROM (SELECT 1) one LEFT JOIN blobs b ON b.sha256 = $1",
         sha256,
     )
-    return ServedBlob(**dict(row)) if row else None
+    assert row is not None
+    if row["size"] is None and not row["blocked"]:
+        return None
+    return ServedBlob(size=row["size"] or 0, type=row["type"] or "", blocked=row["blocked"])

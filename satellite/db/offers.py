@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from satellite.db.retention import delete_where
 from satellite.db.types import Connection, Executor
 
 
@@ -37,10 +39,12 @@ async def insert(
     offer: dict[str, Any],
     expires_at: datetime,
     now: datetime,
+    sats_per_usd: Decimal | None,
 ) -> None:
+    """Record an offer (SQLSTATE SA403, `blocklist.ACCOUNT_BLOCKED`, if the buyer is blocked)."""
     await db.execute(
-        "INSERT INTO offers (id, pubkey, gb_months, amount_msat, offer, expires_at, created_at)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+        "INSERT INTO offers (id, pubkey, gb_months, amount_msat, offer, expires_at, created_at, sats_per_usd)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)",
         offer_id,
         pubkey,
         gb_months,
@@ -48,6 +52,7 @@ async def insert(
         json.dumps(offer),
         expires_at,
         now,
+        sats_per_usd,
     )
 
 
@@ -60,7 +65,8 @@ async def claim_for_invoicing(
     db: Executor, offer_id: str, *, now: datetime, stale_before: datetime
 ) -> datetime | None:
     """offered -> invoicing (or a claim whose caller vanished before `stale_before`), unless the offer
-    has lapsed. Returns the claim's time, which identifies it, or None if the offer was not free."""
+    has lapsed. Returns the claim's time, which identifies it, or None if the offer was not free.
+    SQLSTATE SA403 (`blocklist.ACCOUNT_BLOCKED`) if the buyer has been blocked since."""
     claimed_at: datetime | None = await db.fetchval(
         "UPDATE offers SET status = 'invoicing', invoicing_at = $2"
         " WHERE id = $1 AND expires_at > $2"
@@ -128,7 +134,7 @@ async def mark_paid(
 ) -> None:
     await conn.execute(
         "UPDATE offers SET status = $2, amount_received_msat = $3, preimage = $4, receipt = $5::jsonb,"
-        " paid_at = $6 WHERE id = $1 AND status = 'invoiced'",
+        " paid_at = $6 WHERE id = $1 AND status IN ('invoiced', 'expired') AND bolt11 IS NOT NULL",
         offer_id,
         status,
         amount_received_msat,
@@ -153,16 +159,20 @@ async def expire_unpaid_offers(db: Executor, now: datetime) -> int:
     return int(str(status).split()[-1])
 
 
-async def prune(db: Executor, *, never_invoiced_before: datetime, unpaid_before: datetime) -> int:
+async def prune(
+    db: Executor, *, never_invoiced_before: datetime, unpaid_before: datetime, dry_run: bool = False
+) -> int:
     """Delete offers nobody can use any more: never invoiced and lapsed before `never_invoiced_before`,
     or invoiced, never paid, and lapsed before `unpaid_before`. Paid offers are receipts: kept."""
-    status = await db.execute(
-        "DELETE FROM offers WHERE (status IN ('offered', 'invoicing', 'expired') AND bolt11 IS NULL"
-        " AND expires_at < $1) OR (status = 'expired' AND bolt11 IS NOT NULL AND expires_at < $2)",
+    return await delete_where(
+        db,
+        "offers",
+        "(status IN ('offered', 'invoicing', 'expired') AND bolt11 IS NULL AND expires_at < $1)"
+        " OR (status = 'expired' AND bolt11 IS NOT NULL AND expires_at < $2)",
         never_invoiced_before,
         unpaid_before,
+        dry_run=dry_run,
     )
-    return int(str(status).split()[-1])
 
 
 async def mark_expired(db: Executor, offer_id: str) -> None:
@@ -183,6 +193,29 @@ async def transactions(db: Executor, pubkey: str) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    id: str
+    pubkey: str
+    status: str
+    amount_msat: int
+    amount_received_msat: int | None
+    payment_hash: str
+    created_at: datetime
+
+
+async def invoices_to_reconcile(db: Executor, *, since: datetime | None) -> list[InvoiceRecord]:
+    """Every invoice handed out and not yet pruned (open, paid, underpaid, or expired unpaid), oldest
+    first; with `since`, only those created since then."""
+    rows = await db.fetch(
+        "SELECT id, pubkey, status, amount_msat, amount_received_msat, payment_hash, created_at FROM offers"
+        " WHERE payment_hash IS NOT NULL AND status IN ('invoiced', 'paid', 'underpaid', 'expired')"
+        " AND ($1::timestamptz IS NULL OR created_at >= $1) ORDER BY created_at, id",
+        since,
+    )
+    return [InvoiceRecord(**dict(r)) for r in rows]
 
 
 async def load_cursor(db: Executor, backend: str) -> str | None:

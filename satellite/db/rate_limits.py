@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from satellite.db.retention import delete_where
 from satellite.db.types import Executor
 from satellite.limits import Check
 
@@ -28,9 +29,7 @@ async def take(db: Executor, checks: list[Check], now: datetime) -> tuple[float,
     return float(row["wait"]), (checks[refused - 1] if refused else None)
 
 
-async def prune(db: Executor, now: datetime, full_after_seconds: float) -> int:
+async def prune(db: Executor, now: datetime, full_after_seconds: float, *, dry_run: bool = False) -> int:
     """Forget buckets untouched long enough to be full again (the same as no row)."""
-    status = await db.execute(
-        "DELETE FROM rate_buckets WHERE updated_at < $1", now - timedelta(seconds=full_after_seconds)
-    )
-    return int(str(status).split()[-1])
+    since = now - timedelta(seconds=full_after_seconds)
+    return await delete_where(db, "rate_buckets", "updated_at < $1", since, dry_run=dry_run)

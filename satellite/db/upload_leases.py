@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from satellite.db.retention import delete_where
 from satellite.db.types import Executor
 
 HOLDER_LOCK_CLASS = 1518214821  # the advisory lock class of lease holders (migration 006)
@@ -31,12 +32,10 @@ async def release(db: Executor, lease: int) -> None:
     await db.execute("DELETE FROM upload_leases WHERE id = $1", lease)
 
 
-async def prune(db: Executor, now: datetime) -> int:
+async def prune(db: Executor, now: datetime, *, dry_run: bool = False) -> int:
     """Leases of processes that died mid-upload (their lock is gone, or they lapsed)."""
-    status = await db.execute(
-        "DELETE FROM upload_leases WHERE NOT upload_lease_live(holder, expires_at, $1)", now
-    )
-    return int(str(status).split()[-1])
+    where = "NOT upload_lease_live(holder, expires_at, $1)"
+    return await delete_where(db, "upload_leases", where, now, dry_run=dry_run)
 
 
 async def hold(conn: asyncpg.Connection) -> int:

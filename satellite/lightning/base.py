@@ -16,7 +16,8 @@ class InvoiceState(StrEnum):
     PENDING = "pending"
     SETTLED = "settled"
     EXPIRED = "expired"  # or cancelled: it can no longer be paid
-    UNKNOWN = "unknown"  # the node could not tell (unreachable, or no such invoice)
+    UNKNOWN = "unknown"  # the node could not tell (unreachable, or an answer we cannot read)
+    NOT_FOUND = "not_found"  # the node answered that it has no such invoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,8 @@ class LightningBackend(Protocol):
         ...
 
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus:
-        """Never raises on node errors: returns UNKNOWN with `error` set."""
+        """Never raises on node errors: returns UNKNOWN with `error` set (NOT_FOUND when the node says
+        it has no such invoice)."""
         ...
 
     def settlements(self, cursor: str | None) -> AsyncGenerator[Settlement, None]:

@@ -122,8 +122,10 @@ class ClnBackend(RemoteNode):
                 InvoiceState.UNKNOWN, error=f"CLN answered {status}: {_node_message(data, text)}"
             )
         invoices = data.get("invoices")
-        if not isinstance(invoices, list) or not invoices:
-            return InvoiceStatus(InvoiceState.UNKNOWN, error="CLN has no such invoice")
+        if isinstance(invoices, list) and not invoices:
+            return InvoiceStatus(InvoiceState.NOT_FOUND, error="CLN has no such invoice")
+        if not isinstance(invoices, list):
+            return InvoiceStatus(InvoiceState.UNKNOWN, error=f"unexpected answer from CLN: {text[:200]}")
         invoice = invoices[0]
         state = _STATES.get(str(invoice.get("status"))) if isinstance(invoice, dict) else None
         if state is None or not isinstance(invoice, dict):

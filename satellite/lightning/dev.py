@@ -80,7 +80,7 @@ class DevBackend:
         except (OSError, asyncpg.PostgresError) as exc:
             return InvoiceStatus(InvoiceState.UNKNOWN, error=str(exc))
         if row is None:
-            return InvoiceStatus(InvoiceState.UNKNOWN, error="no such invoice")
+            return InvoiceStatus(InvoiceState.NOT_FOUND, error="no such invoice")
         if row.settled_at is not None:
             return InvoiceStatus(
                 InvoiceState.SETTLED,

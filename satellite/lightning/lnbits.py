@@ -119,7 +119,7 @@ class LnbitsBackend(RemoteNode):
     def _read_status(self, status: int, data: Any, text: str) -> InvoiceStatus:
         if status == 404:
             return InvoiceStatus(
-                InvoiceState.UNKNOWN, error=f"LNbits has no such payment: {_node_message(data, text)}"
+                InvoiceState.NOT_FOUND, error=f"LNbits has no such payment: {_node_message(data, text)}"
             )
         if status != 200 or not isinstance(data, dict) or "paid" not in data:
             return InvoiceStatus(

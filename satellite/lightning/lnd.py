@@ -118,7 +118,7 @@ class LndBackend(RemoteNode):
     def _read_status(self, status: int, data: Any, text: str) -> InvoiceStatus:
         if status == 404:
             return InvoiceStatus(
-                InvoiceState.UNKNOWN, error=f"LND has no such invoice: {_node_message(data, text)}"
+                InvoiceState.NOT_FOUND, error=f"LND has no such invoice: {_node_message(data, text)}"
             )
         if status != 200:
             return InvoiceStatus(

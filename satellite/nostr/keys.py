@@ -44,6 +44,16 @@ def npub_decode(npub: str) -> str:
     return _bech32_decode(npub, "npub").hex()
 
 
+def parse_pubkey(text: str) -> str:
+    """A public key given as npub or as 64 hex characters (either case), as lowercase hex."""
+    value = text.strip()
+    if value.lower().startswith("npub1"):
+        return npub_decode(value.lower())
+    if is_hex(value.lower(), 64):
+        return value.lower()
+    raise InvalidKey("not a public key: give an npub or 64 hex characters")
+
+
 @dataclass(frozen=True)
 class SecretKey:
     raw: bytes

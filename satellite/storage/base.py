@@ -37,6 +37,11 @@ class BlobStorage(Protocol):
         blob is not there."""
         ...
 
+    async def clear_unfinished(self, *, before: float, dry_run: bool = False) -> int:
+        """Abandon uploads into the store begun before `before` (Unix time) and never finished (a crash
+        mid-way); how many there were. A local disk has none: its unfinished uploads are spools."""
+        ...
+
     def list_blobs(self) -> AsyncGenerator[tuple[str, float], None]:
         """Every stored blob as (sha256, last-modified Unix time), in no particular order."""
         ...

@@ -68,6 +68,9 @@ class LocalStorage:
     async def put_bytes(self, sha256: str, data: bytes, *, content_type: str | None = None) -> None:
         await asyncio.to_thread(self._put_bytes_sync, sha256, data)
 
+    async def clear_unfinished(self, *, before: float, dry_run: bool = False) -> int:
+        return 0  # spools, swept by `satellite.staging`
+
     async def delete(self, sha256: str) -> None:
         await asyncio.to_thread(self.path_for(sha256).unlink, True)
 

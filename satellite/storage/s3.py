@@ -294,6 +294,30 @@ class S3Storage:
         except TRANSPORT_ERRORS as exc:
             raise self._unavailable("DeleteObject", key, exc) from exc
 
+    async def clear_unfinished(self, *, before: float, dry_run: bool = False) -> int:
+        """Abort multipart uploads under the prefix begun before `before` (their parts are billed until
+        then). An upload in progress is younger than any sensible grace period."""
+        prefix = self.config.prefix
+        stale: list[tuple[str, str]] = []
+        try:
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < before:
+                        stale.append((upload["Key"], upload["UploadId"]))
+        except (ClientError, *TRANSPORT_ERRORS) as exc:
+            raise self._unavailable("ListMultipartUploads", prefix, exc) from exc
+        if not dry_run:
+            for key, upload_id in stale:
+                try:
+                    await self._client.abort_multipart_upload(
+                        Bucket=self.config.bucket, Key=key, UploadId=upload_id
+                    )
+                except (ClientError, *TRANSPORT_ERRORS) as exc:
+                    raise self._unavailable("AbortMultipartUpload", key, exc) from exc
+                log.info("s3 unfinished multipart upload aborted", key=key, upload_id=upload_id)
+        return len(stale)
+
     async def list_blobs(self) -> AsyncGenerator[tuple[str, float], None]:
         """Every object under the prefix whose name is a sha256, with its last-modified time."""
         prefix = self.config.prefix

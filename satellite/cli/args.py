@@ -1,0 +1,51 @@
+"""Arguments operators type: pubkeys as npub or hex, times as dates or as spans ago. Pure."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import UTC, datetime, timedelta
+
+from satellite.nostr.event import is_hex
+from satellite.nostr.keys import InvalidKey, parse_pubkey
+
+_SPAN = re.compile(r"^(\d{1,6})([hdw])$")
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def pubkey(text: str) -> str:
+    try:
+        return parse_pubkey(text)
+    except InvalidKey as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def sha256(text: str) -> str:
+    value = text.strip().lower()
+    if not is_hex(value, 64):
+        raise argparse.ArgumentTypeError("not a sha256: give 64 hex characters")
+    return value
+
+
+def when(text: str, now: datetime) -> datetime:
+    """A moment: `2026-11-01` (midnight UTC), `2026-11-01T12:00` or with an offset (no offset: UTC), or
+    a span before `now`: `12h`, `30d`, `2w`."""
+    value = text.strip()
+    span = _SPAN.match(value)
+    if span:
+        return now - int(span.group(1)) * _UNITS[span.group(2)]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not a date, a time or a span like 30d: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def non_negative_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a whole number of days") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("days cannot be negative")
+    return days

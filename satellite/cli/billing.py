@@ -1,0 +1,414 @@
+"""Billing commands: report (accounts, revenue, expiring), expire, reconcile, credit."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from satellite.billing.metering import advance
+from satellite.cli import args as types
+from satellite.cli.context import Operator
+from satellite.cli.output import gb_months, iso, size, table
+from satellite.nostr.keys import npub_encode
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report",
+        help="accounts with their storage, credit and paid-through time; or revenue; or who runs out soon",
+        description="Per account: storage, credit, usage, remaining credit and the time it is paid"
+        " through, then totals. With --revenue: sats received (and USD at the rate of each sale) by day or"
+        " month. With --expiring-within: only accounts whose credit runs out within that many days"
+        " (or has run out while they still store files).",
+    )
+    report.add_argument("--revenue", action="store_true", help="payments received instead of accounts")
+    report.add_argument("--since", help="revenue from (a date, a time, or a span ago like 30d); default: all")
+    report.add_argument("--until", help="revenue up to, not including (same forms); default: now")
+    report.add_argument("--by", choices=("day", "month"), default="month", help="revenue per day or month")
+    report.add_argument(
+        "--expiring-within", type=types.non_negative_days, metavar="DAYS", help="accounts running out soon"
+    )
+    report.set_defaults(run=_report)
+
+    expire = sub.add_parser(
+        "expire",
+        help="remove the files of accounts whose credit ran out longer ago than the grace period",
+        description="Accounts whose credit ran out more than the grace period ago lose their files (as far"
+        " as the free allowance does not cover them); blobs no other account owns leave storage. Every"
+        " removal is logged. Running it again does nothing more.",
+    )
+    expire.add_argument(
+        "--grace-days", type=types.non_negative_days, help="default: EXPIRE_GRACE_DAYS (7 unless set)"
+    )
+    expire.add_argument(
+        "--dry-run", action="store_true", help="list what would go, and its bytes; change nothing"
+    )
+    expire.set_defaults(run=_expire, storage=True)
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="check every invoice against the Lightning node; settle missed payments",
+        description="Compares every invoice in the database (open, paid, underpaid, or expired unpaid)"
+        " with the Lightning backend's view. Payments the watcher missed are settled, invoices the node has"
+        " let lapse are marked expired. Exits 1 if anything is left that it cannot put right: amounts"
+        " that differ, invoices the node does not know, credit for an invoice the node says is unpaid, a"
+        " node that cannot be asked.",
+    )
+    reconcile.add_argument("--since", help="only invoices created since (a date, a time, or a span like 30d)")
+    reconcile.add_argument("--dry-run", action="store_true", help="ask the node, change nothing")
+    reconcile.set_defaults(run=_reconcile)
+
+    credit = sub.add_parser(
+        "credit",
+        help="grant credit to an account, or refund it (a negative amount)",
+        description="Grants GB-months of storage credit, or takes back unused credit when the amount is"
+        " negative (never below zero remaining). The reason is required, recorded with the grant, and"
+        " shown to the account holder in the account's transactions.",
+    )
+    credit.add_argument("pubkey", type=types.pubkey, help="npub or hex")
+    credit.add_argument("gb_months", metavar="gb-months", help="e.g. 10, 0.5, or -2 for a refund")
+    credit.add_argument("--reason", required=True, help="why (shown to the account holder)")
+    credit.add_argument("--operator", default=None, help="who grants it (default: the login name)")
+    credit.add_argument("--dry-run", action="store_true", help="check and show, change nothing")
+    credit.set_defaults(run=_credit)
+
+
+def _account(pubkey: str) -> dict[str, str]:
+    return {"pubkey": pubkey, "npub": npub_encode(pubkey)}
+
+
+async def _report(op: Operator, a: argparse.Namespace) -> int:
+    if a.revenue:
+        return await _revenue(op, a)
+    from satellite.db import overview
+
+    now = op.now()
+    rows: list[dict[str, Any]] = []
+    for acc in await overview.accounts(op.pool, free_bytes=op.policy.free_bytes):
+        usage = advance(
+            acc.usage_byte_seconds,
+            acc.storage_bytes,
+            acc.usage_updated_at,
+            now,
+            free_bytes=op.policy.free_bytes,
+        )
+        runs_out = acc.runs_out_at
+        status = "free" if runs_out is None else ("lapsed" if runs_out <= now else "paid")
+        rows.append(
+            {
+                **_account(acc.pubkey),
+                "files": acc.files,
+                "storage_bytes": acc.storage_bytes,
+                "credit_gb_months": gb_months(acc.credit_byte_seconds),
+                "usage_gb_months": gb_months(usage),
+                "remaining_gb_months": gb_months(acc.credit_byte_seconds - usage),
+                "paid_through": runs_out,
+                "status": status,
+                "blocked": acc.blocked,
+            }
+        )
+    if a.expiring_within is not None:
+        horizon = now + timedelta(days=a.expiring_within)
+        rows = [r for r in rows if r["paid_through"] is not None and r["paid_through"] <= horizon]
+        rows.sort(key=lambda r: r["paid_through"])
+    totals = {
+        "accounts": len(rows),
+        "files": sum(r["files"] for r in rows),
+        "storage_bytes": sum(r["storage_bytes"] for r in rows),
+        "credit_gb_months": sum((r["credit_gb_months"] for r in rows), Decimal(0)),
+        "usage_gb_months": sum((r["usage_gb_months"] for r in rows), Decimal(0)),
+        "remaining_gb_months": sum((r["remaining_gb_months"] for r in rows), Decimal(0)),
+    }
+    data: dict[str, Any] = {"generated_at": iso(now), "accounts": rows, "totals": totals}
+    if a.expiring_within is not None:
+        data["expiring_within_days"] = a.expiring_within
+    text = table(
+        ["npub", "files", "storage", "credit GBmo", "used GBmo", "left GBmo", "paid through", "status"],
+        [
+            [
+                r["npub"],
+                r["files"],
+                size(r["storage_bytes"]),
+                r["credit_gb_months"],
+                r["usage_gb_months"],
+                r["remaining_gb_months"],
+                r["paid_through"],
+                r["status"] + (", blocked" if r["blocked"] else ""),
+            ]
+            for r in rows
+        ]
+        + [
+            [
+                f"total: {totals['accounts']} accounts",
+                totals["files"],
+                size(totals["storage_bytes"]),
+                totals["credit_gb_months"],
+                totals["usage_gb_months"],
+                totals["remaining_gb_months"],
+                None,
+                "",
+            ]
+        ],
+        right=(1, 2, 3, 4, 5),
+    )
+    op.emit(data, text)
+    return 0
+
+
+def _period(day: date, by: str) -> str:
+    return day.strftime("%Y-%m") if by == "month" else day.isoformat()
+
+
+async def _revenue(op: Operator, a: argparse.Namespace) -> int:
+    from satellite.db import overview
+
+    now = op.now()
+    since = _when(a.since, now)
+    until = _when(a.until, now) if a.until else now
+    periods = await overview.revenue(op.pool, since=since, until=until, by=a.by)
+    rows: list[dict[str, Any]] = [
+        {
+            "period": _period(p.period, a.by),
+            "sales": p.sales,
+            "msat": p.msat,
+            "sats": Decimal(p.msat) / 1000,
+            "usd": _cents(p.usd),
+            "sales_without_rate": p.sales_without_rate,
+        }
+        for p in periods
+    ]
+    totals = {
+        "sales": sum(r["sales"] for r in rows),
+        "msat": sum(r["msat"] for r in rows),
+        "sats": sum((r["sats"] for r in rows), Decimal(0)),
+        "usd": _cents(sum((p.usd for p in periods if p.usd is not None), Decimal(0))),
+        "sales_without_rate": sum(r["sales_without_rate"] for r in rows),
+    }
+    data = {"by": a.by, "since": iso(since), "until": iso(until), "periods": rows, "totals": totals}
+    text = table(
+        [a.by, "sales", "sats", "USD"],
+        [[r["period"], r["sales"], r["sats"], r["usd"]] for r in rows]
+        + [["total", totals["sales"], totals["sats"], totals["usd"]]],
+        right=(1, 2, 3),
+    )
+    if totals["sales_without_rate"]:
+        text += f"\n({totals['sales_without_rate']} sales predate recorded exchange rates: not in USD)"
+    op.emit(data, text)
+    return 0
+
+
+def _cents(usd: Decimal | None) -> Decimal | None:
+    return None if usd is None else usd.quantize(Decimal("0.01"))
+
+
+def _when(text: str | None, now: datetime) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return types.when(text, now)
+    except ValueError as exc:
+        raise SystemExit(f"satellite: {exc}") from None
+
+
+async def _expire(op: Operator, a: argparse.Namespace) -> int:
+    from satellite.billing import expiry
+
+    grace_days = a.grace_days if a.grace_days is not None else op.settings.expire_grace_days
+    grace = timedelta(days=grace_days)
+    now = op.now()
+    lapsed = await expiry.lapsed(op.pool, now=now, grace=grace, policy=op.policy)
+    accounts: list[dict[str, Any]]
+    if a.dry_run:
+        accounts = [
+            {
+                **_account(x.pubkey),
+                "ran_out_at": x.ran_out_at,
+                "files": x.files,
+                "bytes": x.bytes,
+                "bytes_freed": x.sole_bytes,
+            }
+            for x in lapsed
+        ]
+    else:
+        progress = op.progress("expiring accounts", len(lapsed))
+        done = await expiry.expire(
+            op.pool, op.storage, now=now, grace=grace, policy=op.policy, progress=progress
+        )
+        progress.finish()
+        accounts = [
+            {
+                **_account(x.account.pubkey),
+                "ran_out_at": x.account.ran_out_at,
+                "files": len(x.removed),
+                "bytes": x.bytes_removed,
+                "bytes_freed": x.bytes_freed,
+                "removed": [r.sha256 for r in x.removed],
+            }
+            for x in done
+        ]
+    totals = {k: sum(x[k] for x in accounts) for k in ("files", "bytes", "bytes_freed")}
+    data = {
+        "dry_run": a.dry_run,
+        "grace_days": grace_days,
+        "ran_out_before": iso(now - grace),
+        "accounts": accounts,
+        "totals": {"accounts": len(accounts), **totals},
+    }
+    verb = "would remove" if a.dry_run else "removed"
+    text = table(
+        ["npub", "credit ran out", "files", "bytes", "freed from storage"],
+        [
+            [x["npub"], x["ran_out_at"], x["files"], size(x["bytes"]), size(x["bytes_freed"])]
+            for x in accounts
+        ],
+        right=(2, 3, 4),
+    )
+    leave = "would leave" if a.dry_run else "left"
+    text += (
+        f"\n{verb} {totals['files']} files of {len(accounts)} accounts whose credit ran out more than"
+        f" {grace_days} days ago; {size(totals['bytes_freed'])} {leave} storage"
+    )
+    op.emit(data, text)
+    return 0
+
+
+async def _reconcile(op: Operator, a: argparse.Namespace) -> int:
+    import aiohttp
+
+    from satellite.billing.reconcile import FIXED, PROBLEMS, Reconciler, Verdict
+    from satellite.lightning.registry import build_backend
+    from satellite.nostr.keys import load_or_create_service_key
+
+    now = op.now()
+    since = _when(a.since, now)
+    settings = op.settings
+    key = load_or_create_service_key(settings.service_key, settings.data_dir / "service.key")
+    async with aiohttp.ClientSession() as session:
+        backend = build_backend(settings, session, op.pool)
+        try:
+            reconciler = Reconciler(
+                pool=op.pool,
+                backend=backend,
+                service_key=key,
+                policy=op.policy,
+                clock=lambda: op.now().timestamp(),
+                node_timeout_seconds=settings.lightning_timeout_seconds,
+                dry_run=a.dry_run,
+            )
+            progress = op.progress("checking invoices")
+            findings = await reconciler.run(since=since, progress=progress)
+            progress.finish()
+        finally:
+            await backend.aclose()
+    counts = {v.value: 0 for v in Verdict}
+    for f in findings:
+        counts[f.verdict.value] += 1
+    listed = [f for f in findings if f.verdict is not Verdict.AGREES]
+    problems = sum(1 for f in findings if f.verdict in PROBLEMS)
+    data = {
+        "dry_run": a.dry_run,
+        "backend": settings.lightning_backend.value,
+        "checked": len(findings),
+        "fixed": sum(1 for f in findings if f.verdict in FIXED),
+        "problems": problems,
+        "verdicts": counts,
+        "invoices": [
+            {
+                "offer": f.invoice.id,
+                **_account(f.invoice.pubkey),
+                "payment_hash": f.invoice.payment_hash,
+                "status": f.invoice.status,
+                "amount_msat": f.invoice.amount_msat,
+                "received_msat": f.invoice.amount_received_msat,
+                "node_state": f.node_state,
+                "node_received_msat": f.node_received_msat,
+                "verdict": f.verdict.value,
+                "problem": f.verdict in PROBLEMS,
+                "detail": f.detail,
+            }
+            for f in listed
+        ],
+    }
+    text = table(
+        ["payment hash", "was", "node", "verdict", "detail"],
+        [
+            [f.invoice.payment_hash[:16], f.invoice.status, f.node_state, f.verdict.value, f.detail]
+            for f in listed
+        ],
+    )
+    text += f"\nchecked {len(findings)} invoices: {data['fixed']} put right, {problems} need attention"
+    op.emit(data, text)
+    return 1 if problems else 0
+
+
+async def _credit(op: Operator, a: argparse.Namespace) -> int:
+    from satellite.billing import grants
+
+    try:
+        byte_seconds = grants.parse_gb_months(a.gb_months)
+    except grants.InvalidGrant as exc:
+        raise SystemExit(f"satellite credit: {exc.reason}") from None
+    if not a.reason.strip():
+        raise SystemExit("satellite credit: --reason must say why")
+    operator = a.operator or os.environ.get("SUDO_USER") or _login()
+    now = op.now()
+    result: dict[str, Any] = {
+        **_account(a.pubkey),
+        "gb_months": gb_months(byte_seconds),
+        "byte_seconds": byte_seconds,
+        "reason": a.reason.strip(),
+        "operator": operator,
+        "dry_run": a.dry_run,
+    }
+    try:
+        granted = await grants.grant(
+            op.pool,
+            pubkey=a.pubkey,
+            byte_seconds=byte_seconds,
+            reason=a.reason,
+            operator=operator,
+            now=now,
+            policy=op.policy,
+            dry_run=a.dry_run,
+        )
+    except grants.RefundTooLarge as exc:
+        op.err.write(f"satellite credit: {exc.reason}\n")
+        if op.as_json:
+            op.emit(
+                {
+                    **result,
+                    "refused": exc.reason,
+                    "remaining_gb_months": gb_months(exc.remaining_byte_seconds),
+                },
+                "",
+            )
+        return 1
+    after = granted.balance
+    result["grant"] = granted.grant.id if granted.grant is not None else None
+    result.update(
+        credit_gb_months=gb_months(after.credit_byte_seconds),
+        usage_gb_months=gb_months(after.usage_byte_seconds),
+        remaining_gb_months=gb_months(after.remaining_byte_seconds),
+    )
+    verb = (
+        ("would grant" if a.dry_run else "granted")
+        if byte_seconds > 0
+        else ("would refund" if a.dry_run else "refunded")
+    )
+    op.emit(
+        result,
+        f"{verb} {abs(result['gb_months'])} GB-months {'to' if byte_seconds > 0 else 'of'} {result['npub']}"
+        f" ({a.reason.strip()}); credit left: {result['remaining_gb_months']} GB-months",
+    )
+    return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

@@ -1,0 +1,66 @@
+"""What every operator command runs in: the server's settings, its database (never created here: a
+missing or unmigrated one stops the command with a message naming where it looked), its storage when
+the command touches storage, and the real clock."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+import asyncpg
+
+from satellite.billing.policy import AccountPolicy
+from satellite.cli.output import Progress, to_json
+from satellite.config import Settings
+from satellite.storage.base import BlobStorage
+
+
+@dataclass
+class Operator:
+    settings: Settings
+    pool: asyncpg.Pool
+    dsn: str
+    storage_: BlobStorage | None
+    as_json: bool
+    out: TextIO = sys.stdout
+    err: TextIO = sys.stderr
+
+    @property
+    def storage(self) -> BlobStorage:
+        assert self.storage_ is not None, "this command was not given storage"
+        return self.storage_
+
+    @property
+    def policy(self) -> AccountPolicy:
+        return self.settings.account_policy
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    def progress(self, label: str, total: int | None = None) -> Progress:
+        return Progress(self.err, label, total)
+
+    def emit(self, data: object, text: str) -> None:
+        """The result: `data` as JSON with --json, else `text` for people."""
+        self.out.write((to_json(data) if self.as_json else text) + "\n")
+
+
+@contextlib.asynccontextmanager
+async def operator(settings: Settings, *, as_json: bool, storage: bool = False) -> AsyncIterator[Operator]:
+    from satellite.db.database import database
+    from satellite.db.pool import create_pool
+    from satellite.storage.factory import open_storage
+
+    async with database(settings, create=False) as db:
+        opened = await open_storage(settings) if storage else None
+        try:
+            async with await create_pool(db.dsn, max_size=4) as pool:
+                yield Operator(settings, pool, db.dsn, opened, as_json)
+        finally:
+            if opened is not None:
+                await opened.aclose()
