@@ -94,7 +94,7 @@ class Seeder:
 
     async def buy(self, key: SecretKey, gb_months: int) -> None:
         before = (await account(self.client, key, **self._when()))["creditTotal"]
-        offer, _payment, pr = await invoice_for(self.client, key, gb_months, **self._when())
+        _offer, _payment, pr = await invoice_for(self.client, key, gb_months, **self._when())
         assert (await dev_pay(self.client, pr)).status == 200
 
         async def credited() -> bool:

@@ -117,7 +117,7 @@ async def test_report_shows_each_account_and_the_totals(population, paid_setting
 async def test_revenue_by_month_and_day_in_sats_and_in_usd_at_the_rate_of_each_sale(
     population, paid_settings
 ):
-    seeder, keys, _ = population
+    _seeder, _keys, _ = population
     revenue = await ok(paid_settings, "report", "--revenue", "--by", "month")
     # Four purchases of 1 GB-month at the fixed price: 50 sats each; the price implies 1000 sats/USD.
     assert revenue["totals"] == {

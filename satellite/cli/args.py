@@ -33,7 +33,10 @@ def when(text: str, now: datetime) -> datetime:
     value = text.strip()
     span = _SPAN.match(value)
     if span:
-        return now - int(span.group(1)) * _UNITS[span.group(2)]
+        try:
+            return now - int(span.group(1)) * _UNITS[span.group(2)]
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

@@ -39,7 +39,7 @@ async def insert(
     offer: dict[str, Any],
     expires_at: datetime,
     now: datetime,
-    sats_per_usd: Decimal | None,
+    sats_per_usd: Decimal | None = None,
 ) -> None:
     """Record an offer (SQLSTATE SA403, `blocklist.ACCOUNT_BLOCKED`, if the buyer is blocked)."""
     await db.execute(
