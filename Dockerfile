@@ -15,6 +15,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY satellite ./satellite
+COPY scripts ./scripts
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin satellite \
     && mkdir -p /data \

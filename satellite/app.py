@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypedDict
 
@@ -20,6 +20,7 @@ from satellite.api.client import client_middleware
 from satellite.api.errors import error_middleware
 from satellite.api.observe import observe_request, sample_forever
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
+from satellite.billing import allowance
 from satellite.billing.pricing import build_price
 from satellite.billing.purchase import Shop
 from satellite.billing.watcher import SettlementWatcher
@@ -84,6 +85,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             acquire_timeout=settings.database_acquire_timeout_seconds,
         )
         stack.push_async_callback(pool.close)
+        await allowance.adopt(pool, settings.free_storage_bytes, datetime.fromtimestamp(app[CLOCK](), UTC))
         staging_dir = settings.staging_dir
         staging_dir.mkdir(parents=True, exist_ok=True)
         removed = await asyncio.to_thread(sweep_spools, staging_dir)

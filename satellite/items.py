@@ -92,12 +92,24 @@ async def store_upload(
                 raise AccountBlocked(BLOCKED_ACCOUNT)
             raise ContentBlocked("this content is blocked on this server")
         if result.blob_created and not await storage.exists(blob.sha256):
-            await _put(storage, spooled, blob.type)
+            await _put_back(pool, storage, spooled, blob)
     finally:
         spooled.discard()
     assert result.file is not None
     log.info("stored", sha256=blob.sha256, size=blob.size, type=blob.type, new_owner=result.new_owner)
     return result.file
+
+
+async def _put_back(pool: asyncpg.Pool, storage: BlobStorage, spooled: Spooled, blob: BlobRow) -> None:
+    """The bytes went between the push and the commit: put them back, under the blob's lock, only if
+    its row is still there (a delete or a block since then took the row and wants the bytes gone)."""
+    async with pool.acquire() as conn, files.blob_locked(conn, blob.sha256):
+        if await files.get_blob(conn, blob.sha256) is not None:
+            await _put(storage, spooled, blob.type)
+            return
+        blocked = await files.is_blocked(conn, blob.sha256)
+    if blocked:
+        raise ContentBlocked("this content is blocked on this server")
 
 
 async def _take_back(pool: asyncpg.Pool, storage: BlobStorage, sha256: str) -> None:

@@ -34,6 +34,9 @@ TABLES = (
     "dev_invoices",
     "rate_buckets",
     "upload_leases",
+    "credit_grants",
+    "reports",
+    "meter_allowance",
 )
 
 

@@ -183,10 +183,12 @@ async def test_expire_removes_what_lapsed_past_the_grace_period_and_nothing_else
     dry = await ok(paid_settings, "expire", "--dry-run")
     assert dry["dry_run"] is True and dry["grace_days"] == 7
     assert [a["pubkey"] for a in dry["accounts"]] == [lapsed.pubkey]
-    assert dry["accounts"][0] | {"ran_out_at": None} == {
+    assert sorted(dry["accounts"][0]["removed"]) == sorted([own_sha, shared_sha])
+    assert dry["accounts"][0] | {"ran_out_at": None, "removed": None} == {
         "pubkey": lapsed.pubkey,
         "npub": lapsed.npub,
         "ran_out_at": None,
+        "removed": None,
         "files": 2,
         "bytes": SIZE,
         "bytes_freed": SIZE // 2,  # the shared blob stays: `paid` owns it too

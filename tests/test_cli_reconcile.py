@@ -127,3 +127,23 @@ async def test_a_late_payment_of_an_invoice_marked_expired_is_credited(node, nod
     assert [i["verdict"] for i in settled["invoices"]] == ["settled"]
     assert await db.fetchval("SELECT status FROM offers") == "paid"
     assert (await ok(node_settings, "reconcile"))["fixed"] == 0
+
+
+async def test_a_recorded_amount_the_node_does_not_confirm_is_a_mismatch(
+    node, node_settings, make_client, db
+):
+    """What the node says it received is compared with what was recorded when the payment settled:
+    a difference (a node restored from a backup, a database edited by hand) is reported, not fixed."""
+    _kind, fake = node
+    client = await make_client(node_settings)
+    key = SecretKey.generate()
+    _o, _p, pr = await invoice_for(client, key, 1)
+    await client.close()
+    fake.pay(pr)
+    assert (await ok(node_settings, "reconcile"))["fixed"] == 1
+    await db.execute("UPDATE offers SET amount_received_msat = amount_received_msat + 1000")
+    ran = await run(node_settings, "reconcile", "--json")
+    assert ran.code == 1
+    [finding] = ran.json["invoices"]
+    assert finding["verdict"] == "amount_mismatch" and finding["node_received_msat"] == finding["amount_msat"]
+    assert finding["received_msat"] == finding["amount_msat"] + 1000

@@ -281,7 +281,7 @@ async def test_sql_meter_agrees_with_python(db, examples_seen, example) -> None:
     # The balance computed in Python from the stored row equals the one the SQL settles and stores.
     expected = Balance(Decimal(credit), usage, stored, free)
     policy = AccountPolicy(free_bytes=free)
-    assert await balance.current_balance(db, PUBKEY, h.end, policy) == expected
+    assert balance.balance_at(await accounts.get(db, PUBKEY), h.end, policy) == expected
     assert await balance.settled_balance(db, PUBKEY, h.end, policy) == expected
     for pubkey in (PUBKEY, PUBKEY_READ_OFTEN):
         row = await accounts.advance(db, pubkey, h.end, free_bytes=free)

@@ -244,7 +244,7 @@ def _api_paths(prefix: str) -> Json:
                 "not enough storage credit: the reason says how many GB-months to buy with "
                 "GET /account/credit"
             ),
-            "403": _error(AUTH_REFUSED + "; or the content is blocked on this server"),
+            "403": _error(AUTH_REFUSED + "; or the content, or the account, is blocked on this server"),
             "408": _error("the body arrived too slowly"),
             "413": _error(
                 "larger than the upload limit (`maxUploadBytes` in GET /), before or during the read"
@@ -300,6 +300,7 @@ def _api_paths(prefix: str) -> Json:
         {
             "200": _ok("a signed offer and the payment event to sign", "CreditOffer"),
             **_auth_errors("missing or invalid `gb_months` tag, or more than the maximum"),
+            "403": _error(AUTH_REFUSED + "; or the account is blocked on this server"),
             "503": _retry(BUSY + "; or live pricing has no exchange rate right now"),
         },
         tags=["billing"],
@@ -532,6 +533,7 @@ def _blob_paths() -> Json:
             ),
             "400": _bad_request("malformed hash in the path"),
             "404": _error("unknown, deleted or blocked"),
+            "451": _error("blocked, where the operator answers blocked content so"),
             "416": _error(
                 "no requested range overlaps the file",
                 headers={"Content-Range": _content_range(required=True)},
@@ -550,6 +552,7 @@ def _blob_paths() -> Json:
             "200": _torrent_response(),
             "400": _bad_request("malformed hash in the path"),
             "404": _error("unknown, deleted or blocked"),
+            "451": _error("blocked, where the operator answers blocked content so"),
             "500": _error(INTERNAL),
             "503": _retry(BUSY),
         },
@@ -691,13 +694,26 @@ def _schemas() -> Json:
             }
         ),
         "NostrEvent": event,
-        "Transaction": _object(
-            {
-                "order": _schema("NostrEvent"),
-                "payment": _schema("NostrEvent"),
-                "receipt": _schema("NostrEvent"),
-            }
-        ),
+        "Transaction": {
+            "oneOf": [
+                _object(
+                    {
+                        "type": {"const": "purchase"},
+                        "order": _schema("NostrEvent"),
+                        "payment": _schema("NostrEvent"),
+                        "receipt": _schema("NostrEvent"),
+                    }
+                ),
+                _object(
+                    {
+                        "type": {"enum": ["credit", "refund"]},
+                        "gbMonths": {"type": "number", "description": "negative for a refund"},
+                        "reason": {"type": "string", "description": "the operator's, as written"},
+                        "created_at": {"type": "integer"},
+                    }
+                ),
+            ]
+        },
         "UnsignedPayment": _object(
             {
                 "kind": {"const": 9734},

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 import asyncpg
 import structlog
 
+from satellite.billing.balance import balance_at
 from satellite.billing.metering import BYTE_SECONDS_PER_GB_MONTH, Balance
 from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, grants
@@ -95,9 +96,9 @@ async def _grant(
 ) -> Granted:
     async with pool.acquire() as conn, conn.transaction():
         await accounts.ensure(conn, pubkey, now)
-        row = await accounts.advance(conn, pubkey, now, free_bytes=policy.free_bytes)  # locks the row
-        assert row is not None
-        remaining = row.credit_byte_seconds - row.usage_byte_seconds
+        # Locked, and the meter read to `now` without writing it: the credit below advances it and adds
+        # in one statement, so the meter sees the rate it ran at (see sql/007 note_credit_ran_out).
+        remaining = balance_at(await accounts.lock(conn, pubkey), now, policy).remaining_byte_seconds
         if byte_seconds < 0 and -byte_seconds > remaining:
             most = max(Decimal(0), remaining)
             raise RefundTooLarge(

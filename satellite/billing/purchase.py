@@ -10,8 +10,9 @@ is older than the deadline allows, and lapses with its offer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -34,6 +35,17 @@ from satellite.nostr.keys import SecretKey
 log = structlog.get_logger("satellite.purchase")
 # A claim older than the node's deadline by this much belongs to a caller that is gone.
 CLAIM_GRACE_SECONDS = 30
+
+
+@contextlib.contextmanager
+def _refused_if_blocked(refusal: Callable[[], Exception]) -> Iterator[None]:
+    """The database refuses a blocked buyer's offer rows (sql/007): say so as `refusal`."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if is_account_blocked(exc):
+            raise refusal() from None
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +84,7 @@ class Shop:
             created_at=created_at,
             expires_at=expires_at,
         )
-        try:
+        with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
             await offers.insert(
                 self.pool,
                 offer_id=event.id,
@@ -84,10 +96,6 @@ class Shop:
                 now=datetime.fromtimestamp(now, UTC),
                 sats_per_usd=quote.sats_per_usd,
             )
-        except asyncpg.PostgresError as exc:
-            if is_account_blocked(exc):
-                raise AccountBlocked(BLOCKED_ACCOUNT) from None
-            raise
         payment = offer_events.payment_template(
             event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
         )
@@ -117,14 +125,10 @@ class Shop:
         assert terms is not None
         moment = datetime.fromtimestamp(now, UTC)
         stale = timedelta(seconds=self.node_timeout_seconds + CLAIM_GRACE_SECONDS)
-        try:
+        with _refused_if_blocked(lambda: offer_events.PaymentError(BLOCKED_ACCOUNT)):
             claimed_at = await offers.claim_for_invoicing(
                 self.pool, terms.id, now=moment, stale_before=moment - stale
             )
-        except asyncpg.PostgresError as exc:
-            if is_account_blocked(exc):
-                raise offer_events.PaymentError(BLOCKED_ACCOUNT) from None
-            raise
         if claimed_at is None:  # another callback holds it or took it a moment ago, or it just lapsed
             raise offer_events.PaymentError(await self._why_not_free(terms.id))
         try:
@@ -132,15 +136,21 @@ class Shop:
         except BaseException:
             await asyncio.shield(offers.release_claim(self.pool, terms.id, claimed_at))
             raise
-        recorded = await offers.mark_invoiced(
-            self.pool,
-            terms.id,
-            claimed_at=claimed_at,
-            payment=raw_payment,
-            bolt11=invoice.bolt11,
-            payment_hash=invoice.payment_hash,
-            now=datetime.fromtimestamp(self.clock(), UTC),
-        )
+        try:
+            recorded = await offers.mark_invoiced(
+                self.pool,
+                terms.id,
+                claimed_at=claimed_at,
+                payment=raw_payment,
+                bolt11=invoice.bolt11,
+                payment_hash=invoice.payment_hash,
+                now=datetime.fromtimestamp(self.clock(), UTC),
+            )
+        except asyncpg.PostgresError as exc:  # blocked while the node worked: never handed out
+            if is_account_blocked(exc):
+                await offers.release_claim(self.pool, terms.id, claimed_at)
+                raise offer_events.PaymentError(BLOCKED_ACCOUNT) from None
+            raise
         if not recorded:  # the offer lapsed while the node worked: this invoice is never handed out
             raise offer_events.PaymentError("this offer has expired: request a new one")
         log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import traceback
 
 from pydantic import ValidationError
 
@@ -72,7 +73,15 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(_run(settings, a))
     except ConfigError as exc:
         sys.exit(f"satellite {a.command}: {exc}")
+    except Exception as exc:  # one line for the operator (the traceback with LOG_LEVEL=debug)
+        if settings.log_level == "debug":
+            traceback.print_exc()
+        sys.exit(f"satellite {a.command}: failed: {type(exc).__name__}: {_one_line(exc)}")
     sys.exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500] or "(no message)"
 
 
 async def _run(settings: Settings, a: argparse.Namespace) -> int:

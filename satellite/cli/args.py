@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from satellite.nostr.event import is_hex
@@ -41,14 +43,43 @@ def when(text: str, now: datetime) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"not a date, a time or a span like 30d: {text!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def non_negative_days(text: str) -> int:
     try:
-        days = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a whole number of days") from None
-    if days < 0:
-        raise argparse.ArgumentTypeError("days cannot be negative")
-    return days
+        return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
+
+
+MAX_DAYS = 36_500  # a century: any span an operator means
+
+
+def whole(lo: int, hi: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of `what` from `lo` to `hi`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a whole number of {what}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def span(lo: float, hi: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of `what` from `lo` to `hi`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a number of {what}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{what} must be from {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+days = whole(0, MAX_DAYS, "days")

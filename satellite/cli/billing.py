@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report.add_argument("--until", help="revenue up to, not including (same forms); default: now")
     report.add_argument("--by", choices=("day", "month"), default="month", help="revenue per day or month")
     report.add_argument(
-        "--expiring-within", type=types.non_negative_days, metavar="DAYS", help="accounts running out soon"
+        "--expiring-within", type=types.days, metavar="DAYS", help="accounts running out soon"
     )
     report.set_defaults(run=_report)
 
@@ -41,9 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " as the free allowance does not cover them); blobs no other account owns leave storage. Every"
         " removal is logged. Running it again does nothing more.",
     )
-    expire.add_argument(
-        "--grace-days", type=types.non_negative_days, help="default: EXPIRE_GRACE_DAYS (7 unless set)"
-    )
+    expire.add_argument("--grace-days", type=types.days, help="default: EXPIRE_GRACE_DAYS (7 unless set)")
     expire.add_argument(
         "--dry-run", action="store_true", help="list what would go, and its bytes; change nothing"
     )
@@ -220,36 +218,25 @@ async def _expire(op: Operator, a: argparse.Namespace) -> int:
     grace_days = a.grace_days if a.grace_days is not None else op.settings.expire_grace_days
     grace = timedelta(days=grace_days)
     now = op.now()
-    lapsed = await expiry.lapsed(op.pool, now=now, grace=grace, policy=op.policy)
-    accounts: list[dict[str, Any]]
     if a.dry_run:
-        accounts = [
-            {
-                **_account(x.pubkey),
-                "ran_out_at": x.ran_out_at,
-                "files": x.files,
-                "bytes": x.bytes,
-                "bytes_freed": x.sole_bytes,
-            }
-            for x in lapsed
-        ]
+        done = await expiry.plan(op.pool, now=now, grace=grace, policy=op.policy)
     else:
-        progress = op.progress("expiring accounts", len(lapsed))
+        progress = op.progress("expiring accounts")
         done = await expiry.expire(
             op.pool, op.storage, now=now, grace=grace, policy=op.policy, progress=progress
         )
         progress.finish()
-        accounts = [
-            {
-                **_account(x.account.pubkey),
-                "ran_out_at": x.account.ran_out_at,
-                "files": len(x.removed),
-                "bytes": x.bytes_removed,
-                "bytes_freed": x.bytes_freed,
-                "removed": [r.sha256 for r in x.removed],
-            }
-            for x in done
-        ]
+    accounts: list[dict[str, Any]] = [
+        {
+            **_account(x.account.pubkey),
+            "ran_out_at": x.account.ran_out_at,
+            "files": len(x.removed),
+            "bytes": x.bytes_removed,
+            "bytes_freed": x.bytes_freed,
+            "removed": [r.sha256 for r in x.removed],
+        }
+        for x in done
+    ]
     totals = {k: sum(x[k] for x in accounts) for k in ("files", "bytes", "bytes_freed")}
     data = {
         "dry_run": a.dry_run,

@@ -52,6 +52,7 @@ class Operator:
 
 @contextlib.asynccontextmanager
 async def operator(settings: Settings, *, as_json: bool, storage: bool = False) -> AsyncIterator[Operator]:
+    from satellite.billing import allowance
     from satellite.db.database import database
     from satellite.db.pool import create_pool
     from satellite.storage.factory import open_storage
@@ -60,6 +61,7 @@ async def operator(settings: Settings, *, as_json: bool, storage: bool = False) 
         opened = await open_storage(settings) if storage else None
         try:
             async with await create_pool(db.dsn, max_size=4) as pool:
+                await allowance.check(pool, settings.free_storage_bytes)
                 yield Operator(settings, pool, db.dsn, opened, as_json)
         finally:
             if opened is not None:

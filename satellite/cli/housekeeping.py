@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
+from satellite.cli import args as types
 from satellite.cli.context import Operator
 from satellite.cli.output import size, table
 from satellite.nostr.keys import npub_encode
@@ -19,7 +20,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " spent auth events, lapsed offers, full rate-limit buckets and dead upload leases. Safe while"
         " the server runs. Run it with --dry-run first to see what it would remove.",
     )
-    gc.add_argument("--grace-hours", type=float, default=1.0, help="leave younger objects alone (default 1)")
+    gc.add_argument(
+        "--grace-hours",
+        type=types.span(0, 24 * types.MAX_DAYS, "hours"),
+        default=1.0,
+        help="leave younger objects alone (default 1; 0 only when no upload is in progress)",
+    )
     gc.add_argument("--dry-run", action="store_true", help="count what would be removed; change nothing")
     gc.set_defaults(run=_gc, storage=True)
 
@@ -28,7 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="delete stored objects that no blob row refers to (part of `gc`)",
         description="The stored-objects part of `satellite gc`, kept under its old name.",
     )
-    orphans.add_argument("--grace-seconds", type=float, default=3600, help="leave younger objects alone")
+    orphans.add_argument(
+        "--grace-seconds",
+        type=types.span(0, 86_400 * types.MAX_DAYS, "seconds"),
+        default=3600,
+        help="leave younger objects alone (default 3600)",
+    )
     orphans.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     orphans.set_defaults(run=_gc_orphans, storage=True)
 

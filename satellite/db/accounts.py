@@ -79,6 +79,12 @@ async def get(db: Executor, pubkey: str) -> AccountRow | None:
     return AccountRow(**dict(row)) if row else None
 
 
+async def lock(conn: Connection, pubkey: str) -> AccountRow | None:
+    """The account, its row locked for the rest of the transaction."""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE pubkey = $1 FOR UPDATE", pubkey)
+    return AccountRow(**dict(row)) if row else None
+
+
 async def standing(db: Executor, pubkey: str) -> tuple[AccountRow | None, bool]:
     """The account (None if it has none) and whether the pubkey is blocked, in one query."""
     row = await db.fetchrow(
@@ -109,3 +115,32 @@ async def lock_if_lapsed(conn: Connection, pubkey: str, *, before: datetime, fre
         free_bytes,
     )
     return bool(found)
+
+
+async def allowance(db: Executor) -> int | None:
+    """The free allowance the meters run with (None before a server first recorded one)."""
+    free: int | None = await db.fetchval("SELECT free_bytes FROM meter_allowance")
+    return free
+
+
+async def adopt_allowance(conn: Connection, free_bytes: int, now: datetime) -> int | None:
+    """Make `free_bytes` the allowance the meters run with from `now`; if another was recorded, first
+    advance every meter it affects to `now` at that one. Returns the previous allowance if it changed.
+    Call in a transaction: the row lock serialises processes starting together."""
+    previous: int | None = await conn.fetchval("SELECT free_bytes FROM meter_allowance FOR UPDATE")
+    if previous == free_bytes:
+        return None
+    if previous is not None:
+        await conn.execute(
+            f"UPDATE accounts SET {_ADVANCE} WHERE storage_bytes > LEAST($3::bigint, $1::bigint)",
+            free_bytes,
+            now,
+            previous,
+        )
+    await conn.execute(
+        "INSERT INTO meter_allowance (free_bytes, since) VALUES ($1, $2)"
+        " ON CONFLICT (only_row) DO UPDATE SET free_bytes = EXCLUDED.free_bytes, since = EXCLUDED.since",
+        free_bytes,
+        now,
+    )
+    return previous

@@ -39,21 +39,14 @@ async def accounts(db: Executor, *, free_bytes: int) -> list[AccountSummary]:
 class Lapsed:
     pubkey: str
     ran_out_at: datetime
-    files: int
-    bytes: int  # of its files
-    sole_bytes: int  # of the blobs no other account owns: what leaves storage with them
+    storage_bytes: int
 
 
 async def lapsed(db: Executor, *, before: datetime, free_bytes: int) -> list[Lapsed]:
-    """Accounts storing files whose credit ran out before `before`."""
+    """Accounts whose credit ran out before `before` (so they store more than the allowance)."""
     rows = await db.fetch(
-        f"SELECT accounts.pubkey, {runs_out_at('$2::bigint')} AS ran_out_at,"
-        " count(f.sha256) AS files, coalesce(sum(b.size), 0) AS bytes,"
-        " coalesce(sum(b.size) FILTER (WHERE NOT EXISTS (SELECT 1 FROM files o"
-        "   WHERE o.sha256 = f.sha256 AND o.pubkey <> f.pubkey)), 0) AS sole_bytes"
-        " FROM accounts JOIN files f ON f.pubkey = accounts.pubkey JOIN blobs b ON b.sha256 = f.sha256"
-        f" WHERE {runs_out_at('$2::bigint')} <= $1"
-        " GROUP BY accounts.pubkey ORDER BY 2, 1",
+        f"SELECT pubkey, {runs_out_at('$2::bigint')} AS ran_out_at, storage_bytes FROM accounts"
+        f" WHERE {runs_out_at('$2::bigint')} <= $1 ORDER BY 2, 1",
         before,
         free_bytes,
     )
@@ -61,8 +54,25 @@ async def lapsed(db: Executor, *, before: datetime, free_bytes: int) -> list[Lap
 
 
 async def file_hashes(db: Executor, pubkey: str) -> list[str]:
-    rows = await db.fetch("SELECT sha256 FROM files WHERE pubkey = $1 ORDER BY created_at, sha256", pubkey)
-    return [r["sha256"] for r in rows]
+    return [sha256 for sha256, _size in await account_files(db, pubkey)]
+
+
+async def account_files(db: Executor, pubkey: str) -> list[tuple[str, int]]:
+    """(sha256, size) of the account's files, oldest first."""
+    rows = await db.fetch(
+        "SELECT f.sha256, b.size FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.pubkey = $1"
+        " ORDER BY f.created_at, f.sha256",
+        pubkey,
+    )
+    return [(r["sha256"], r["size"]) for r in rows]
+
+
+async def owners_of(db: Executor, hashes: list[str]) -> dict[str, set[str]]:
+    rows = await db.fetch("SELECT sha256, pubkey FROM files WHERE sha256 = ANY($1::text[])", hashes)
+    owners: dict[str, set[str]] = {}
+    for r in rows:
+        owners.setdefault(r["sha256"], set()).add(r["pubkey"])
+    return owners
 
 
 async def owners(db: Executor, sha256: str) -> list[str]:

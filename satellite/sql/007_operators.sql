@@ -37,7 +37,8 @@ CREATE INDEX reports_by_target ON reports (target_kind, target);
 -- When the credit ran out: set by the meter itself the moment usage passes credit, so it is exact
 -- however often the meter is advanced afterwards (a file deleted later changes the rate, not the time).
 -- Usage grows linearly between two advances, so the crossing lies at the point where the old usage,
--- growing at the rate this advance shows, met the credit. NULL while credit remains.
+-- growing at the rate this advance shows, met the credit (credit added in the same statement counts:
+-- it is when usage passed the credit as it now stands). NULL while credit remains.
 ALTER TABLE accounts ADD COLUMN credit_ran_out_at timestamptz;
 UPDATE accounts SET credit_ran_out_at = usage_updated_at
  WHERE usage_byte_seconds > credit_byte_seconds;  -- before this was kept: no earlier than known
@@ -45,19 +46,30 @@ UPDATE accounts SET credit_ran_out_at = usage_updated_at
 CREATE FUNCTION note_credit_ran_out() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     elapsed numeric;
+    rate numeric;  -- billable bytes over this advance, from the advance itself (NULL: not known)
 BEGIN
     IF NEW.usage_byte_seconds <= NEW.credit_byte_seconds THEN
         NEW.credit_ran_out_at := NULL;
-    ELSIF OLD.usage_byte_seconds <= OLD.credit_byte_seconds OR OLD.credit_ran_out_at IS NULL THEN
-        elapsed := EXTRACT(EPOCH FROM NEW.usage_updated_at - OLD.usage_updated_at);
-        IF elapsed > 0 AND NEW.usage_byte_seconds > OLD.usage_byte_seconds
-           AND OLD.credit_byte_seconds > OLD.usage_byte_seconds THEN
-            NEW.credit_ran_out_at := OLD.usage_updated_at + make_interval(secs =>
-                ((OLD.credit_byte_seconds - OLD.usage_byte_seconds) * elapsed
-                 / (NEW.usage_byte_seconds - OLD.usage_byte_seconds))::float8);
-        ELSE
-            NEW.credit_ran_out_at := OLD.usage_updated_at;
-        END IF;
+        RETURN NEW;
+    END IF;
+    elapsed := EXTRACT(EPOCH FROM NEW.usage_updated_at - OLD.usage_updated_at);
+    IF elapsed > 0 AND NEW.usage_byte_seconds > OLD.usage_byte_seconds THEN
+        rate := (NEW.usage_byte_seconds - OLD.usage_byte_seconds) / elapsed;
+    ELSE  -- no time passed in this statement: the billable bytes at the recorded allowance
+        rate := nullif(greatest(OLD.storage_bytes
+                                - coalesce((SELECT free_bytes FROM meter_allowance), 0), 0), 0);
+    END IF;
+    IF NEW.credit_byte_seconds >= OLD.usage_byte_seconds AND rate IS NOT NULL THEN
+        -- usage passed the credit during this advance
+        NEW.credit_ran_out_at := OLD.usage_updated_at + make_interval(secs =>
+            ((NEW.credit_byte_seconds - OLD.usage_byte_seconds) / rate)::float8);
+    ELSIF OLD.credit_ran_out_at IS NULL OR OLD.usage_byte_seconds <= OLD.credit_byte_seconds THEN
+        NEW.credit_ran_out_at := OLD.usage_updated_at;  -- no rate to place it by: no earlier than known
+    ELSIF NEW.credit_byte_seconds > OLD.credit_byte_seconds AND rate IS NOT NULL THEN
+        -- credit bought while over it (not enough to cover what was used): it ran out later by what
+        -- that credit covers at today's rate (storage only shrinks while lapsed, so never too early)
+        NEW.credit_ran_out_at := least(OLD.usage_updated_at, OLD.credit_ran_out_at + make_interval(secs =>
+            ((NEW.credit_byte_seconds - OLD.credit_byte_seconds) / rate)::float8));
     END IF;
     RETURN NEW;
 END
@@ -96,13 +108,13 @@ BEGIN
 END
 $$;
 
--- An offer made, or an offer being invoiced (one made before the block cannot be paid after it).
+-- An offer made, claimed for invoicing (again, too: a stale claim taken over) or recorded as invoiced:
+-- one made before the block cannot be invoiced after it. An invoice already handed out can still be
+-- paid, and is credited: the sats were received.
 CREATE FUNCTION refuse_blocked_buyer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF NEW.status <> 'invoicing' OR OLD.status = 'invoicing' THEN
-            RETURN NEW;
-        END IF;
+    IF TG_OP = 'UPDATE' AND NEW.status NOT IN ('invoicing', 'invoiced') THEN
+        RETURN NEW;
     END IF;
     IF account_blocked(NEW.pubkey) THEN
         RAISE EXCEPTION 'this account is blocked' USING ERRCODE = 'SA403';
@@ -115,3 +127,12 @@ CREATE TRIGGER files_refuse_blocked_account BEFORE INSERT ON files
     FOR EACH ROW EXECUTE FUNCTION refuse_blocked_owner();
 CREATE TRIGGER offers_refuse_blocked_account BEFORE INSERT OR UPDATE OF status ON offers
     FOR EACH ROW EXECUTE FUNCTION refuse_blocked_buyer();
+
+-- The free allowance the meters run with (FREE_STORAGE_BYTES), and since when. When the server starts
+-- with another value, every meter is first advanced to that moment at the old one, so a change never
+-- bills (or forgives) storage backwards, nor makes an account's credit "run out" before the change.
+CREATE TABLE meter_allowance (
+    only_row   boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    free_bytes bigint NOT NULL CHECK (free_bytes >= 0),
+    since      timestamptz NOT NULL
+);
