@@ -27,6 +27,10 @@ from satellite.storage.base import BlobStorage
 
 log = structlog.get_logger("satellite.housekeeping")
 NEVER_INVOICED_KEPT = timedelta(hours=1)  # after its offer lapsed, so a late callback hears "expired"
+# Spent auth events are kept this much longer than freshness needs: a process whose clock runs ahead
+# (another host, an operator's machine) must not prune an event a process running behind would still
+# accept, which would open it to replay.
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=5)
 
 
 async def prune(
@@ -35,7 +39,7 @@ async def prune(
     """Rows past their retention, by table."""
     longest_refill = max((r.refill_seconds for r in limits.rules()), default=0.0)
     return {
-        "auth_events": await auth_events.prune(pool, now, dry_run=dry_run),
+        "auth_events": await auth_events.prune(pool, now - CLOCK_SKEW_ALLOWANCE, dry_run=dry_run),
         "offers": await offers.prune(
             pool,
             never_invoiced_before=now - NEVER_INVOICED_KEPT,

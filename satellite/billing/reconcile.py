@@ -40,6 +40,10 @@ class Verdict(StrEnum):
 
 
 FIXED = frozenset({Verdict.SETTLED, Verdict.EXPIRED})
+# A node that fails this many lookups in a row is not asked about the rest (each would wait out its
+# timeout): they are reported unavailable, so a hung node costs a bounded time, not one per invoice.
+GIVE_UP_AFTER = 16
+NOT_ASKED = "not asked: the node stopped answering"
 PROBLEMS = frozenset(
     {
         Verdict.SETTLED_UNDERPAID,
@@ -78,11 +82,17 @@ class Reconciler:
         records = await offers.invoices_to_reconcile(self.pool, since=since)
         gate = asyncio.Semaphore(self.concurrency)
         done = 0
+        failing = 0  # node answers in a row that were no answer: past GIVE_UP_AFTER, stop asking
 
         async def one(record: offers.InvoiceRecord) -> Finding:
-            nonlocal done
+            nonlocal done, failing
             async with gate:
-                finding = await self.check(record)
+                if failing >= GIVE_UP_AFTER:
+                    finding = Finding(record, "unknown", None, Verdict.NODE_UNAVAILABLE, NOT_ASKED)
+                else:
+                    finding = await self.check(record)
+                    asked = finding.detail != NOT_ASKED
+                    failing = failing + 1 if asked and finding.verdict is Verdict.NODE_UNAVAILABLE else 0
             done += 1
             progress(done)
             if finding.verdict in FIXED:

@@ -1,6 +1,6 @@
 """What every operator command runs in: the server's settings, its database (never created here: a
 missing or unmigrated one stops the command with a message naming where it looked), its storage when
-the command touches storage, and the real clock."""
+the command touches storage, and the database's clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import asyncpg
@@ -26,6 +26,7 @@ class Operator:
     dsn: str
     storage_: BlobStorage | None
     as_json: bool
+    clock_offset: timedelta = timedelta(0)  # the database's clock minus this machine's
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
 
@@ -38,9 +39,9 @@ class Operator:
     def policy(self) -> AccountPolicy:
         return self.settings.account_policy
 
-    @staticmethod
-    def now() -> datetime:
-        return datetime.now(UTC)
+    def now(self) -> datetime:
+        """The database's time: every host and every command agree on it, whatever their own clocks."""
+        return datetime.now(UTC) + self.clock_offset
 
     def progress(self, label: str, total: int | None = None) -> Progress:
         return Progress(self.err, label, total)
@@ -62,7 +63,8 @@ async def operator(settings: Settings, *, as_json: bool, storage: bool = False) 
         try:
             async with await create_pool(db.dsn, max_size=4) as pool:
                 await allowance.check(pool, settings.free_storage_bytes)
-                yield Operator(settings, pool, db.dsn, opened, as_json)
+                offset = await pool.fetchval("SELECT clock_timestamp()") - datetime.now(UTC)
+                yield Operator(settings, pool, db.dsn, opened, as_json, clock_offset=offset)
         finally:
             if opened is not None:
                 await opened.aclose()

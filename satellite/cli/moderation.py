@@ -111,11 +111,20 @@ async def _block(op: Operator, a: argparse.Namespace) -> int:
         "removed": [{"pubkey": r.pubkey, "sha256": r.sha256, "size": r.size} for r in done.removed],
     }
     freed = sum(r.size for r in done.removed if r.blob_removed)
-    op.emit(
-        data,
+    text = (
         f"{'blocked' if done.new else 'already blocked (reason updated)'}: {a.kind} {value};"
-        f" removed {len(done.removed)} file(s), {size(freed)} left storage",
+        f" removed {len(done.removed)} file(s), {size(freed)} left storage"
     )
+    if a.kind == "pubkey":
+        from satellite.db import overview
+
+        # Invoices already handed out can still be paid, and a payment is credited: the sats came in.
+        open_invoices = await overview.open_invoices(op.pool, value)
+        data["open_invoices"] = open_invoices
+        if open_invoices:
+            text += f"\n{len(open_invoices)} invoice(s) already handed out can still be paid and credited:"
+            text += "".join(f"\n  {h}" for h in open_invoices)
+    op.emit(data, text)
     return 0
 
 

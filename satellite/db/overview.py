@@ -80,6 +80,15 @@ async def owners(db: Executor, sha256: str) -> list[str]:
     return [r["pubkey"] for r in rows]
 
 
+async def open_invoices(db: Executor, pubkey: str) -> list[str]:
+    """Payment hashes of the account's invoices handed out and not yet paid or lapsed."""
+    rows = await db.fetch(
+        "SELECT payment_hash FROM offers WHERE pubkey = $1 AND status = 'invoiced' ORDER BY invoiced_at",
+        pubkey,
+    )
+    return [r["payment_hash"] for r in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class RevenuePeriod:
     period: date
