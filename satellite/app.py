@@ -16,6 +16,7 @@ from aiohttp import web
 
 from satellite import housekeeping
 from satellite.api import account, billing, items, media, openapi, service
+from satellite.api.access_log import access_log_middleware
 from satellite.api.client import client_middleware
 from satellite.api.errors import error_middleware
 from satellite.api.observe import observe_request, sample_forever
@@ -33,7 +34,6 @@ from satellite.deps import CLOCK, DEPS, METRICS, SETTINGS, SUPERVISOR, Clock, De
 from satellite.ingest import ingest_threads
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
-from satellite.log import access_log_middleware
 from satellite.metrics import Metrics
 from satellite.nostr.keys import load_or_create_service_key
 from satellite.preflight import check_settings

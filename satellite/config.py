@@ -9,14 +9,17 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from satellite.billing.policy import AccountPolicy
 from satellite.client_ip import IPNetwork, parse_networks
-from satellite.ingest import Pace
 from satellite.limits import Limits, parse_rule
+
+if TYPE_CHECKING:  # the upload pipeline (and aiohttp) stays unloaded for commands that do not need it
+    from satellite.ingest import Pace
 
 DEFAULT_TRACKERS = (
     "udp://tracker.opentrackr.org:1337/announce,"
@@ -301,6 +304,8 @@ class Settings(BaseSettings):
 
     @property
     def body_pace(self) -> Pace:
+        from satellite.ingest import Pace
+
         return Pace(
             window_seconds=self.body_timeout_seconds, min_bytes_per_second=self.body_min_bytes_per_second
         )

@@ -314,9 +314,8 @@ async def test_credit_grants_and_refunds_show_in_the_account_and_never_go_below_
     assert blank.code != 0
     bad_key = await run(paid_settings, "credit", "npub1nothing", "1", "--reason", "x")
     assert bad_key.code == 2 and "npub" in bad_key.err
-    for amount in ("0", "abc", "1.0000001", "nan"):
-        refused = await run(paid_settings, "credit", key.npub, amount, "--reason", "x")
-        assert refused.code != 0, amount
+    refused = await run(paid_settings, "credit", key.npub, "1.0000001", "--reason", "x")  # see test_cli_args
+    assert refused.code == 1 and "decimals" in refused.err
     assert await db.fetchval("SELECT count(*) FROM credit_grants") == 2
 
 

@@ -50,9 +50,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " were uploaded; the accounts storing most.",
     )
     stats.add_argument(
-        "--days", type=int, default=30, help="uploads per day over this many days (default 30)"
+        "--days",
+        type=types.whole(1, types.MAX_DAYS, "days"),
+        default=30,
+        help="uploads per day over this many days (default 30)",
     )
-    stats.add_argument("--top", type=int, default=10, help="how many top accounts (default 10)")
+    stats.add_argument(
+        "--top",
+        type=types.whole(1, 10_000, "accounts"),
+        default=10,
+        help="how many top accounts (default 10)",
+    )
     stats.set_defaults(run=_stats)
 
 
