@@ -23,8 +23,10 @@ from satellite.config import Settings
 from satellite.db.migrate import migrate
 from satellite.nostr.keys import SecretKey
 
+# Every table a test may fill, in an order that deletes rows before the rows they refer to.
 TABLES = (
     "files",
+    "credit_grants",
     "blobs",
     "accounts",
     "auth_events",
@@ -34,7 +36,6 @@ TABLES = (
     "dev_invoices",
     "rate_buckets",
     "upload_leases",
-    "credit_grants",
     "reports",
     "meter_allowance",
 )
@@ -117,7 +118,9 @@ def database_url(server_dsn: str) -> Iterator[str]:
 async def db(database_url: str):
     """A connection to the test database, emptied before each test."""
     conn = await asyncpg.connect(database_url)
-    await conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    # DELETE, not TRUNCATE: a test leaves a handful of rows, which DELETE removes in a millisecond where
+    # TRUNCATE takes tens (it replaces every table's files).
+    await conn.execute("; ".join(f"DELETE FROM {table}" for table in TABLES))
     yield conn
     await conn.close()
 
