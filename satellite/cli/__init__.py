@@ -15,7 +15,7 @@ import traceback
 
 from pydantic import ValidationError
 
-from satellite.cli import billing, housekeeping, moderation, server
+from satellite.cli import billing, housekeeping, moderation, report, server
 from satellite.config import ConfigError, Settings
 
 SCRIPT_COMMANDS = (
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
         description="Nostr-authenticated, Lightning-paid CDN. Settings come from environment variables.",
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (server, billing, moderation, housekeeping):
+    for module in (server, report, billing, moderation, housekeeping):
         module.register(sub)
     for name, command in sub.choices.items():
         if name != "serve":

@@ -1,39 +1,19 @@
-"""Billing commands: report (accounts, revenue, expiring), expire, reconcile, credit."""
+"""Billing commands: expire, reconcile, credit."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import os
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Any
 
-from satellite.billing.metering import advance
 from satellite.cli import args as types
-from satellite.cli.context import Operator
+from satellite.cli.context import Operator, account_fields, moment
 from satellite.cli.output import gb_months, iso, size, table
-from satellite.nostr.keys import npub_encode
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    report = sub.add_parser(
-        "report",
-        help="accounts with their storage, credit and paid-through time; or revenue; or who runs out soon",
-        description="Per account: storage, credit, usage, remaining credit and the time it is paid"
-        " through, then totals. With --revenue: sats received (and USD at the rate of each sale) by day or"
-        " month. With --expiring-within: only accounts whose credit runs out within that many days"
-        " (or has run out while they still store files).",
-    )
-    report.add_argument("--revenue", action="store_true", help="payments received instead of accounts")
-    report.add_argument("--since", help="revenue from (a date, a time, or a span ago like 30d); default: all")
-    report.add_argument("--until", help="revenue up to, not including (same forms); default: now")
-    report.add_argument("--by", choices=("day", "month"), default="month", help="revenue per day or month")
-    report.add_argument(
-        "--expiring-within", type=types.days, metavar="DAYS", help="accounts running out soon"
-    )
-    report.set_defaults(run=_report)
-
     expire = sub.add_parser(
         "expire",
         help="remove the files of accounts whose credit ran out longer ago than the grace period",
@@ -75,143 +55,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     credit.set_defaults(run=_credit)
 
 
-def _account(pubkey: str) -> dict[str, str]:
-    return {"pubkey": pubkey, "npub": npub_encode(pubkey)}
-
-
-async def _report(op: Operator, a: argparse.Namespace) -> int:
-    if a.revenue:
-        return await _revenue(op, a)
-    from satellite.db import overview
-
-    now = op.now()
-    rows: list[dict[str, Any]] = []
-    for acc in await overview.accounts(op.pool, free_bytes=op.policy.free_bytes):
-        usage = advance(
-            acc.usage_byte_seconds,
-            acc.storage_bytes,
-            acc.usage_updated_at,
-            now,
-            free_bytes=op.policy.free_bytes,
-        )
-        runs_out = acc.runs_out_at
-        status = "free" if runs_out is None else ("lapsed" if runs_out <= now else "paid")
-        rows.append(
-            {
-                **_account(acc.pubkey),
-                "files": acc.files,
-                "storage_bytes": acc.storage_bytes,
-                "credit_gb_months": gb_months(acc.credit_byte_seconds),
-                "usage_gb_months": gb_months(usage),
-                "remaining_gb_months": gb_months(acc.credit_byte_seconds - usage),
-                "paid_through": runs_out,
-                "status": status,
-                "blocked": acc.blocked,
-            }
-        )
-    if a.expiring_within is not None:
-        horizon = now + timedelta(days=a.expiring_within)
-        rows = [r for r in rows if r["paid_through"] is not None and r["paid_through"] <= horizon]
-        rows.sort(key=lambda r: r["paid_through"])
-    totals = {
-        "accounts": len(rows),
-        "files": sum(r["files"] for r in rows),
-        "storage_bytes": sum(r["storage_bytes"] for r in rows),
-        "credit_gb_months": sum((r["credit_gb_months"] for r in rows), Decimal(0)),
-        "usage_gb_months": sum((r["usage_gb_months"] for r in rows), Decimal(0)),
-        "remaining_gb_months": sum((r["remaining_gb_months"] for r in rows), Decimal(0)),
-    }
-    data: dict[str, Any] = {"generated_at": iso(now), "accounts": rows, "totals": totals}
-    if a.expiring_within is not None:
-        data["expiring_within_days"] = a.expiring_within
-    text = table(
-        ["npub", "files", "storage", "credit GBmo", "used GBmo", "left GBmo", "paid through", "status"],
-        [
-            [
-                r["npub"],
-                r["files"],
-                size(r["storage_bytes"]),
-                r["credit_gb_months"],
-                r["usage_gb_months"],
-                r["remaining_gb_months"],
-                r["paid_through"],
-                r["status"] + (", blocked" if r["blocked"] else ""),
-            ]
-            for r in rows
-        ]
-        + [
-            [
-                f"total: {totals['accounts']} accounts",
-                totals["files"],
-                size(totals["storage_bytes"]),
-                totals["credit_gb_months"],
-                totals["usage_gb_months"],
-                totals["remaining_gb_months"],
-                None,
-                "",
-            ]
-        ],
-        right=(1, 2, 3, 4, 5),
-    )
-    op.emit(data, text)
-    return 0
-
-
-def _period(day: date, by: str) -> str:
-    return day.strftime("%Y-%m") if by == "month" else day.isoformat()
-
-
-async def _revenue(op: Operator, a: argparse.Namespace) -> int:
-    from satellite.db import overview
-
-    now = op.now()
-    since = _when(a.since, now)
-    until = _when(a.until, now) if a.until else now
-    periods = await overview.revenue(op.pool, since=since, until=until, by=a.by)
-    rows: list[dict[str, Any]] = [
-        {
-            "period": _period(p.period, a.by),
-            "sales": p.sales,
-            "msat": p.msat,
-            "sats": Decimal(p.msat) / 1000,
-            "usd": _cents(p.usd),
-            "sales_without_rate": p.sales_without_rate,
-        }
-        for p in periods
-    ]
-    totals = {
-        "sales": sum(r["sales"] for r in rows),
-        "msat": sum(r["msat"] for r in rows),
-        "sats": sum((r["sats"] for r in rows), Decimal(0)),
-        "usd": _cents(sum((p.usd for p in periods if p.usd is not None), Decimal(0))),
-        "sales_without_rate": sum(r["sales_without_rate"] for r in rows),
-    }
-    data = {"by": a.by, "since": iso(since), "until": iso(until), "periods": rows, "totals": totals}
-    text = table(
-        [a.by, "sales", "sats", "USD"],
-        [[r["period"], r["sales"], r["sats"], r["usd"]] for r in rows]
-        + [["total", totals["sales"], totals["sats"], totals["usd"]]],
-        right=(1, 2, 3),
-    )
-    if totals["sales_without_rate"]:
-        text += f"\n({totals['sales_without_rate']} sales predate recorded exchange rates: not in USD)"
-    op.emit(data, text)
-    return 0
-
-
-def _cents(usd: Decimal | None) -> Decimal | None:
-    return None if usd is None else usd.quantize(Decimal("0.01"))
-
-
-def _when(text: str | None, now: datetime) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return types.when(text, now)
-    except ValueError as exc:
-        raise SystemExit(f"satellite: {exc}") from None
-
-
 async def _expire(op: Operator, a: argparse.Namespace) -> int:
     from satellite.billing import expiry
 
@@ -228,7 +71,7 @@ async def _expire(op: Operator, a: argparse.Namespace) -> int:
         progress.finish()
     accounts: list[dict[str, Any]] = [
         {
-            **_account(x.account.pubkey),
+            **account_fields(x.account.pubkey),
             "ran_out_at": x.account.ran_out_at,
             "files": len(x.removed),
             "bytes": x.bytes_removed,
@@ -271,7 +114,7 @@ async def _reconcile(op: Operator, a: argparse.Namespace) -> int:
     from satellite.nostr.keys import load_or_create_service_key
 
     now = op.now()
-    since = _when(a.since, now)
+    since = moment(a.since, now)
     settings = op.settings
     key = load_or_create_service_key(settings.service_key, settings.data_dir / "service.key")
     async with aiohttp.ClientSession() as session:
@@ -306,7 +149,7 @@ async def _reconcile(op: Operator, a: argparse.Namespace) -> int:
         "invoices": [
             {
                 "offer": f.invoice.id,
-                **_account(f.invoice.pubkey),
+                **account_fields(f.invoice.pubkey),
                 "payment_hash": f.invoice.payment_hash,
                 "status": f.invoice.status,
                 "amount_msat": f.invoice.amount_msat,
@@ -344,7 +187,7 @@ async def _credit(op: Operator, a: argparse.Namespace) -> int:
     operator = a.operator or os.environ.get("SUDO_USER") or _login()
     now = op.now()
     result: dict[str, Any] = {
-        **_account(a.pubkey),
+        **account_fields(a.pubkey),
         "gb_months": gb_months(byte_seconds),
         "byte_seconds": byte_seconds,
         "reason": a.reason.strip(),

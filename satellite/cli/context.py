@@ -14,8 +14,10 @@ from typing import TextIO
 import asyncpg
 
 from satellite.billing.policy import AccountPolicy
+from satellite.cli.args import when
 from satellite.cli.output import Progress, to_json
 from satellite.config import Settings
+from satellite.nostr.keys import npub_encode
 from satellite.storage.base import BlobStorage
 
 
@@ -49,6 +51,21 @@ class Operator:
     def emit(self, data: object, text: str) -> None:
         """The result: `data` as JSON with --json, else `text` for people."""
         self.out.write((to_json(data) if self.as_json else text) + "\n")
+
+
+def account_fields(pubkey: str) -> dict[str, str]:
+    """How an account is named in every command's output: hex and npub."""
+    return {"pubkey": pubkey, "npub": npub_encode(pubkey)}
+
+
+def moment(text: str | None, now: datetime) -> datetime | None:
+    """A --since/--until value (see `args.when`); a bad one stops the command with one line."""
+    if text is None:
+        return None
+    try:
+        return when(text, now)
+    except ValueError as exc:
+        raise SystemExit(f"satellite: {exc}") from None
 
 
 @contextlib.asynccontextmanager
