@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import bolt11
 import pytest
@@ -69,11 +70,13 @@ async def test_bad_input_is_refused_in_one_line(settings, db, argv):
 
 
 async def test_a_database_that_does_not_exist_is_one_line(settings, db):
-    env = settings_env(settings, DATABASE_URL=settings.database_url.rsplit("/", 1)[0] + "/no_such_db")
-    ran = await run(settings, "report", "--json", env=env)
+    parts = urlsplit(settings.database_url)
+    missing = urlunsplit(parts._replace(path="/no_such_db"))
+    ran = await run(settings, "report", "--json", env=settings_env(settings, DATABASE_URL=missing))
     assert ran.code == 1
     assert "Traceback" not in ran.err, ran.err[-1500:]
     assert len(ran.err.strip().splitlines()) == 1, ran.err[-1500:]
+    assert 'database "no_such_db" does not exist' in ran.err  # said at once: waiting would not help
 
 
 # --- 2/3. Expire and the free allowance ---------------------------------------------------------------

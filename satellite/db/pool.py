@@ -113,6 +113,8 @@ async def wait_for_database(dsn: str, *, attempts: int = 30) -> None:
     for _ in range(attempts):
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
+        except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+            raise RuntimeError(f"cannot connect to the database: {exc}") from None  # waiting will not help
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             last = exc
             await asyncio.sleep(0.2)
