@@ -76,45 +76,33 @@ async def grant(
 ) -> Granted:
     """Add `byte_seconds` of credit (remove, when negative) and record why, in one transaction. A dry
     run does all of it and rolls it back: it refuses what the grant would refuse."""
-    if not reason.strip():
+    reason = reason.strip()
+    if not reason:
         raise InvalidGrant("a reason is required")
     try:
-        return await _grant(pool, pubkey, byte_seconds, reason.strip(), operator, now, policy, dry_run)
+        async with pool.acquire() as conn, conn.transaction():
+            await accounts.ensure(conn, pubkey, now)
+            # Locked, and the meter read to `now` without writing it: the credit below advances it and
+            # adds in one statement, so the meter sees the rate it ran at (sql/007 note_credit_ran_out).
+            remaining = balance_at(await accounts.lock(conn, pubkey), now, policy).remaining_byte_seconds
+            if byte_seconds < 0 and -byte_seconds > remaining:
+                most = max(Decimal(0), remaining)
+                raise RefundTooLarge(
+                    f"the account has {_gb_months(most)} GB-months of credit left: a refund cannot take it"
+                    " below zero",
+                    remaining_byte_seconds=most,
+                )
+            await accounts.add_credit(conn, pubkey, now, byte_seconds, free_bytes=policy.free_bytes)
+            recorded = await grants.record(
+                conn, pubkey=pubkey, byte_seconds=byte_seconds, reason=reason, operator=operator, now=now
+            )
+            after = await accounts.get(conn, pubkey)
+            assert after is not None
+            balance = policy.balance(after.credit_byte_seconds, after.usage_byte_seconds, after.storage_bytes)
+            if dry_run:
+                raise _DryRun(balance)  # rolls the transaction back
     except _DryRun as done:
         return Granted(None, done.balance)
-
-
-async def _grant(
-    pool: asyncpg.Pool,
-    pubkey: str,
-    byte_seconds: int,
-    reason: str,
-    operator: str,
-    now: datetime,
-    policy: AccountPolicy,
-    dry_run: bool,
-) -> Granted:
-    async with pool.acquire() as conn, conn.transaction():
-        await accounts.ensure(conn, pubkey, now)
-        # Locked, and the meter read to `now` without writing it: the credit below advances it and adds
-        # in one statement, so the meter sees the rate it ran at (see sql/007 note_credit_ran_out).
-        remaining = balance_at(await accounts.lock(conn, pubkey), now, policy).remaining_byte_seconds
-        if byte_seconds < 0 and -byte_seconds > remaining:
-            most = max(Decimal(0), remaining)
-            raise RefundTooLarge(
-                f"the account has {_gb_months(most)} GB-months of credit left: a refund cannot take it"
-                " below zero",
-                remaining_byte_seconds=most,
-            )
-        await accounts.add_credit(conn, pubkey, now, byte_seconds, free_bytes=policy.free_bytes)
-        recorded = await grants.record(
-            conn, pubkey=pubkey, byte_seconds=byte_seconds, reason=reason, operator=operator, now=now
-        )
-        after = await accounts.get(conn, pubkey)
-        assert after is not None
-        balance = policy.balance(after.credit_byte_seconds, after.usage_byte_seconds, after.storage_bytes)
-        if dry_run:
-            raise _DryRun(balance)  # rolls the transaction back
     log.info(
         "credit granted" if byte_seconds > 0 else "credit refunded",
         pubkey=pubkey,
