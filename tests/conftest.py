@@ -198,6 +198,9 @@ def examples_seen():
     class Seen(list):
         want = 20
 
+        def __repr__(self) -> str:  # hypothesis prints the fixtures of a failing example: keep it short
+            return f"<{len(self)} examples>"
+
     seen = Seen()
     yield seen
     assert len(seen) >= seen.want, f"hypothesis ran {len(seen)} examples, fewer than {seen.want}"
