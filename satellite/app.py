@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from satellite import housekeeping
-from satellite.api import account, billing, items, media, openapi, service
+from satellite.api import account, billing, blossom, items, media, nip96, openapi, service
 from satellite.api.access_log import access_log_middleware
 from satellite.api.client import client_middleware
 from satellite.api.errors import error_middleware
@@ -26,6 +26,7 @@ from satellite.billing.pricing import build_price
 from satellite.billing.purchase import Shop
 from satellite.billing.watcher import SettlementWatcher
 from satellite.blob_cache import BlobCache, follow_changes
+from satellite.blossom_auth import TokenRules, domain_of
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db.database import database
@@ -35,7 +36,9 @@ from satellite.ingest import ingest_threads
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
 from satellite.metrics import Metrics
+from satellite.nip98 import HttpAuthRules
 from satellite.nostr.keys import load_or_create_service_key
+from satellite.origin_fetch import FetchRules
 from satellite.preflight import check_settings
 from satellite.request_state import REQUEST_OBSERVER
 from satellite.staging import sweep_spools
@@ -138,6 +141,14 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
                 clock=app[CLOCK],
                 on_refused=lambda limit: metrics.rate_limited.labels(limit).inc(),
             ),
+            token_rules=TokenRules(domain=domain_of(settings.base_url)),
+            http_auth_rules=HttpAuthRules(window_seconds=settings.nip98_window_seconds),
+            fetch_rules=FetchRules(
+                allow_loopback=settings.mirror_allow_loopback,
+                max_redirects=settings.mirror_max_redirects,
+                connect_timeout_seconds=settings.mirror_connect_timeout_seconds,
+                header_timeout_seconds=settings.mirror_header_timeout_seconds,
+            ),
             trusted_proxies=settings.trusted_proxy_networks,
             clock=app[CLOCK],
         )
@@ -237,5 +248,18 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app.router.add_get("/.well-known/lnurlp/{name}", billing.lnurl_pay, allow_head=False)
     if settings.lightning_backend == LightningBackendName.DEV and settings.environment == Environment.DEV:
         app.router.add_post("/dev/pay", billing.dev_pay)
+    # Blossom: served from the root, as the BUDs require.
+    app.router.add_put("/upload", blossom.upload)
+    app.router.add_route("HEAD", "/upload", blossom.check_upload)
+    app.router.add_put("/mirror", blossom.mirror)
+    app.router.add_put("/report", blossom.report)
+    app.router.add_get("/list/{pubkey}", blossom.list_blobs, allow_head=False)
+    # NIP-96, with NIP-98 auth.
+    app.router.add_get("/.well-known/nostr/nip96.json", nip96.info)
+    app.router.add_post(nip96.API_PATH, nip96.upload)
+    app.router.add_get(nip96.API_PATH, nip96.list_files, allow_head=False)
+    app.router.add_delete(nip96.API_PATH + "/{name}", nip96.delete)
+    app.router.add_get(nip96.API_PATH + "/{name}", media.serve_path)
     app.router.add_get("/{name}", media.serve_path)  # GET and HEAD
+    app.router.add_delete("/{name}", blossom.delete_blob)
     return app

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # GET /<sha256> redirects there. Empty: we stream objects through this server.
     s3_public_url: str = ""
     auth_window_seconds: int = Field(600, ge=1)
+    # NIP-98 (the NIP-96 routes): created_at must be within this many seconds of the server's clock.
+    nip98_window_seconds: int = Field(60, ge=1)
     # Hex or nsec. Empty: generated once and kept in DATA_DIR/service.key (mode 0600).
     service_key: str = ""
     # Comma-separated announce URLs put in magnets and .torrent files.
@@ -200,6 +202,16 @@ class Settings(BaseSettings):
     # --- moderation ---
     # How blocked content is answered: 404 (as if it never existed) or 451 (Unavailable For Legal Reasons).
     blocked_content_status: int = Field(404)
+    # Reports (PUT /report) kept while unresolved; past this, new ones are refused (503).
+    max_open_reports: int = Field(10_000, ge=1)
+
+    # --- mirroring (PUT /mirror) ---
+    # The origin must answer within these; its body must keep the same pace as an upload's.
+    mirror_connect_timeout_seconds: float = Field(10.0, gt=0)
+    mirror_header_timeout_seconds: float = Field(15.0, gt=0)
+    mirror_max_redirects: int = Field(5, ge=0, le=20)
+    # For tests only: also fetch from loopback addresses (never any other private one).
+    mirror_allow_loopback: bool = False
 
     # --- housekeeping ---
     # How often spent auth events, lapsed offers, full rate-limit buckets and dead upload leases are

@@ -14,8 +14,11 @@ ALLOW_HEADERS = (
     "Authorization, Content-Type, Content-Length, Range, If-None-Match, If-Range, "
     "X-SHA-256, X-Content-Type, X-Content-Length, X-Request-Id, *"
 )
+# `*` exposes every header to a request without credentials (what browser apps send); the names are
+# for those that send credentials. X-Reason is how a Blossom client learns why it was refused.
 EXPOSE_HEADERS = (
-    "Content-Length, Content-Range, Content-Type, ETag, Accept-Ranges, X-Reason, X-Request-Id, Location"
+    "Content-Length, Content-Range, Content-Type, ETag, Accept-Ranges, X-Reason, X-Request-Id, Location,"
+    " WWW-Authenticate, Retry-After, *"
 )
 
 

@@ -17,11 +17,14 @@ from satellite.billing.policy import AccountPolicy
 from satellite.billing.pricing import Price
 from satellite.billing.purchase import Shop
 from satellite.blob_cache import BlobCache
+from satellite.blossom_auth import TokenRules
 from satellite.client_ip import IPNetwork
 from satellite.config import Settings
 from satellite.links import Links
 from satellite.metrics import Metrics
+from satellite.nip98 import HttpAuthRules
 from satellite.nostr.keys import SecretKey
+from satellite.origin_fetch import FetchRules
 from satellite.storage.base import BlobStorage
 from satellite.supervisor import Supervisor
 from satellite.throttle import Throttle
@@ -44,6 +47,9 @@ class Deps:
     shop: Shop
     ingest_threads: ThreadPoolExecutor
     throttle: Throttle
+    token_rules: TokenRules
+    http_auth_rules: HttpAuthRules
+    fetch_rules: FetchRules
     trusted_proxies: tuple[IPNetwork, ...] = ()
     clock: Clock = time.time
 

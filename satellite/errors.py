@@ -56,6 +56,26 @@ class NotOwned(Refused):
     """The account has no such file."""
 
 
+class HashMismatch(Refused):
+    """The body's sha256 is not the one the request said it would be (`X-SHA-256`, a token's `x`)."""
+
+
+class NotAuthorised(Refused):
+    """A valid token that does not cover this: another blob, another account's list."""
+
+
+class OriginRefused(Refused):
+    """A URL the server will not fetch (mirror): not http(s), not a public address, too many redirects."""
+
+
+class OriginUnreachable(Refused):
+    """The origin of a mirror could not be fetched, or answered with something unusable."""
+
+
+class QueueFull(Refused):
+    """The server keeps no more of these until the operator has dealt with some (reports)."""
+
+
 class OfferUnavailable(Refused):
     """The purchase cannot go on: unknown, expired or used offer, or a payment event that breaks a rule."""
 

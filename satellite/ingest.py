@@ -28,8 +28,9 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
-from aiohttp import ClientPayloadError, StreamReader
+from aiohttp import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 
 from satellite.billing.policy import Room
@@ -239,8 +240,15 @@ def _pieces_from_file(path: Path, piece_length: int) -> bytes:
     return hasher.finish()
 
 
+class ByteSource(Protocol):
+    """Where a body is read from: a request's StreamReader, one part of a multipart body, or an origin's
+    response (mirror)."""
+
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+
 async def spool(
-    stream: StreamReader,
+    stream: ByteSource,
     announced: Announced,
     *,
     staging_dir: Path,
@@ -287,7 +295,7 @@ async def spool(
         raise
 
 
-async def _chunks(stream: StreamReader, announced: Announced, pace: Pace) -> AsyncGenerator[bytes, None]:
+async def _chunks(stream: ByteSource, announced: Announced, pace: Pace) -> AsyncGenerator[bytes, None]:
     """The body as it arrives: never more than Content-Length, the limit, the account's room or the size
     tag allows, and never slower than the pace."""
     loop = asyncio.get_running_loop()
@@ -334,7 +342,7 @@ def _check_complete(total: int, announced: Announced) -> None:
         raise InvalidUpload(f"body is {total} bytes but the size tag says {announced.declared_size}")
 
 
-async def _read_small(stream: StreamReader, announced: Announced, pace: Pace) -> Spooled:
+async def _read_small(stream: ByteSource, announced: Announced, pace: Pace) -> Spooled:
     """A body whose Content-Length is at most INLINE_MAX_BYTES, read whole."""
     body = bytearray()
     async for data in _chunks(stream, announced, pace):

@@ -15,11 +15,11 @@ from datetime import datetime
 import asyncpg
 import structlog
 
-from satellite.billing.balance import BLOCKED_ACCOUNT
+from satellite.billing.balance import BLOCKED_ACCOUNT, room_now
 from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, files
 from satellite.db.files import BlobRow, FileRow
-from satellite.errors import AccountBlocked, ContentBlocked, NotOwned
+from satellite.errors import AccountBlocked, ContentBlocked, InvalidUpload, NotOwned, TooLarge
 from satellite.ingest import Spooled
 from satellite.media_type import detect
 from satellite.storage.base import BlobStorage
@@ -36,6 +36,13 @@ async def _put(storage: BlobStorage, spooled: Spooled, content_type: str) -> Non
         await storage.put(spooled.sha256, spooled.path, content_type=content_type)
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    file: FileRow
+    blob_created: bool  # the blob was new to this server (Blossom answers 201, else 200)
+    new_owner: bool  # the account did not hold it yet
+
+
 async def store_upload(
     *,
     pool: asyncpg.Pool,
@@ -46,7 +53,7 @@ async def store_upload(
     label: str | None,
     now: datetime,
     policy: AccountPolicy,
-) -> FileRow:
+) -> Stored:
     """Bytes into storage first, then one database call under the blob's lock.
 
     A delete of the blob's last owner may run between the two and take the bytes away; it also removes
@@ -97,7 +104,31 @@ async def store_upload(
         spooled.discard()
     assert result.file is not None
     log.info("stored", sha256=blob.sha256, size=blob.size, type=blob.type, new_owner=result.new_owner)
-    return result.file
+    return Stored(result.file, result.blob_created, result.new_owner)
+
+
+async def precheck(
+    *,
+    pool: asyncpg.Pool,
+    pubkey: str,
+    sha256: str,
+    size: int,
+    max_bytes: int,
+    now: datetime,
+    policy: AccountPolicy,
+) -> None:
+    """Would an upload of this blob be accepted now (BUD-06)? Raises the refusal the upload would get;
+    nothing is stored or reserved, and the upload is checked again when it comes."""
+    if size == 0:
+        raise InvalidUpload("empty blob: an upload must contain at least one byte")
+    if size > max_bytes:
+        raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+    if await files.is_blocked(pool, sha256):
+        raise ContentBlocked("this content is blocked on this server")
+    room = await room_now(pool, pubkey, now, policy)  # a blocked account is refused here
+    if await files.get_file(pool, pubkey, sha256) is not None:
+        return  # already the account's: storing it again adds nothing
+    room.check(size)
 
 
 async def _put_back(pool: asyncpg.Pool, storage: BlobStorage, spooled: Spooled, blob: BlobRow) -> None:

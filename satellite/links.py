@@ -34,6 +34,25 @@ class Links:
             torrent_url=self.torrent_url(sha256),
         )
 
+    def server_url(self, sha256: str, ext: str) -> str:
+        """The blob on this server, with its extension, whatever serves the bytes (BUD-02 `url`)."""
+        return f"{self.base_url}/{sha256}.{ext}"
+
+    def descriptor(self, row: FileRow) -> dict[str, Any]:
+        """A file as Blossom returns it (BUD-02), with `nip94` (BUD-08), `magnet` and `infohash`."""
+        described = self.describe(row)
+        url = self.server_url(row.sha256, row.ext)
+        return {
+            "url": url,
+            "sha256": row.sha256,
+            "size": row.size,
+            "type": row.type,
+            "uploaded": described["created"],
+            "nip94": nip94_tags({**described, "url": url}, row),
+            "magnet": described["magnet"],
+            "infohash": row.infohash,
+        }
+
     def describe(self, row: FileRow) -> dict[str, Any]:
         """A file as Satellite v1 returns it: from PUT /item and in GET /account `files`."""
         url = self.blob_url(row.sha256, row.ext)
@@ -53,10 +72,11 @@ class Links:
         }
 
 
-def nip94_tags(described: dict[str, Any]) -> list[list[str]]:
-    """Tags for a NIP-94 (kind 1063) event about the file. The blob is stored unmodified, so `ox`
-    (hash of the original) equals `x`."""
-    return [
+def nip94_tags(described: dict[str, Any], row: FileRow) -> list[list[str]]:
+    """Tags for a NIP-94 (kind 1063) event about the file, from its description (`Links.describe`).
+    The blob is stored as received, so `ox` (hash of the original) equals `x`; images also get `dim`
+    and `blurhash` once their pixels were read."""
+    tags = [
         ["url", described["url"]],
         ["m", described["type"]],
         ["x", described["sha256"]],
@@ -66,3 +86,8 @@ def nip94_tags(described: dict[str, Any]) -> list[list[str]]:
         ["i", described["infohash"]],
         ["magnet", described["magnet"]],
     ]
+    if row.width is not None and row.height is not None:
+        tags.append(["dim", f"{row.width}x{row.height}"])
+    if row.blurhash is not None:
+        tags.append(["blurhash", row.blurhash])
+    return tags

@@ -1,4 +1,4 @@
-"""Moderation: blocking content and accounts.
+"""Moderation: blocking content and accounts, and the reports users send about them.
 
 Blocked content is answered 404 (or 451, BLOCKED_CONTENT_STATUS), is refused when uploaded again, and
 leaves storage: every owner's file of it is removed (each meter advanced first, so usage already
@@ -17,8 +17,10 @@ import structlog
 
 from satellite import items
 from satellite.billing.policy import AccountPolicy
-from satellite.db import blocklist, overview
+from satellite.db import blocklist, overview, reports
 from satellite.db.blocklist import Kind
+from satellite.errors import QueueFull
+from satellite.nostr.nip56 import Report
 from satellite.storage.base import BlobStorage
 
 log = structlog.get_logger("satellite.moderation")
@@ -79,3 +81,24 @@ async def affected(pool: asyncpg.Pool, *, kind: Kind, value: str) -> list[str]:
     if kind == "sha256":
         return await overview.owners(pool, value)
     return await overview.file_hashes(pool, value)
+
+
+async def file_report(pool: asyncpg.Pool, report: Report, *, now: datetime, max_open: int) -> int:
+    """Keep a report for `satellite reports`: one row per target, the same report twice adds nothing.
+    QueueFull once `max_open` reports wait (what anyone may make the server keep is bounded). How
+    many rows are new."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await reports.open_count(conn, lock=True) >= max_open:
+            raise QueueFull("this server keeps no more reports until its operator has read some")
+        added = await reports.insert(
+            conn,
+            event_id=report.event.id,
+            targets=[(t.kind, t.value, t.report_type) for t in report.targets],
+            reporter=report.event.pubkey,
+            content=report.event.content,
+            event=report.raw,
+            received_at=now,
+        )
+    if added:
+        log.info("report received", event_id=report.event.id, reporter=report.event.pubkey, targets=added)
+    return added

@@ -20,6 +20,7 @@ PUBKEY = web.RequestKey("pubkey", str)
 CLIENT = web.RequestKey("client", str)  # the client's address (through trusted proxies), for the log
 CLIENT_KEY = web.RequestKey("client_key", str)  # what rate limits count by (client_ip.client_key)
 LNURL_ERRORS = web.RequestKey("lnurl_errors", bool)  # errors in LUD-06's shape
+NIP96_ERRORS = web.RequestKey("nip96_errors", bool)  # errors in NIP-96's shape (a `message` too)
 # The connection is closed as soon as the answer is written, without reading the rest of the body
 # (a client too slow to be waited for).
 CLOSE_AT_ONCE = web.RequestKey("close_at_once", bool)

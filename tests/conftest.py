@@ -27,6 +27,7 @@ from satellite.nostr.keys import SecretKey
 TABLES = (
     "files",
     "credit_grants",
+    "blob_images",
     "blobs",
     "accounts",
     "auth_events",

@@ -159,7 +159,7 @@ async def test_redirect_mode_points_urls_at_the_bucket_and_redirects(
     assert uploaded["url"] == f"{public}/b/{sha}"
     assert ["url", uploaded["url"]] in uploaded["nip94"]
     resp = await client.get(f"/{sha}.png", allow_redirects=False)
-    assert resp.status == 302
+    assert resp.status == 307
     assert resp.headers["Location"] == uploaded["url"]
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
     async with aiohttp.ClientSession() as session, session.get(resp.headers["Location"]) as direct:

@@ -436,7 +436,8 @@ async def test_row_without_stored_bytes_is_404_not_a_hang(client, settings, blob
         ("GET", "/no/such/path", 404),
         ("GET", "/nothing-here.txt", 404),
         ("POST", "/{sha}", 405),
-        ("DELETE", "/{sha}", 405),
+        ("DELETE", "/{sha}", 401),  # Blossom delete without a token
+        ("PATCH", "/{sha}", 405),
         ("PUT", "/item", None),  # no auth event: some 4xx
         ("GET", "/account", None),
     ],

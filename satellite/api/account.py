@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from satellite.api.auth_param import authorize
+from satellite.api.auth_param import authorize_either
 from satellite.auth import Action
 from satellite.billing.balance import settled_balance
 from satellite.billing.metering import gb_months
@@ -31,7 +31,7 @@ def _in_time_order(purchases: list[dict[str, Any]], granted: list[grants.GrantRo
 
 async def get_account(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    event = await authorize(request, Action.ACCOUNT)
+    event = await authorize_either(request, Action.ACCOUNT)
     now = deps.now()
     balance = await settled_balance(deps.pool, event.pubkey, now, deps.policy)
     file_rows = await files.list_files(deps.pool, event.pubkey)

@@ -9,10 +9,12 @@ from aiohttp import web
 
 from satellite.api.errors import ApiError
 from satellite.auth import Action, AuthError, check_auth_event, claim_expires_at
+from satellite.blossom_auth import TokenMissing, TokenRefused, Verb, check_token
 from satellite.db import auth_events
 from satellite.deps import DEPS, METRICS
 from satellite.errors import RateLimited
 from satellite.metrics import auth_failure_kind
+from satellite.nip98 import check_http_auth
 from satellite.nostr.event import Event, is_hex
 from satellite.request_state import CLIENT_KEY, PUBKEY
 from satellite.throttle import Metered
@@ -23,6 +25,9 @@ MAX_LABEL_CHARS = 1024
 
 # The kind of rate-limit token each action's requests take.
 METERED = {Action.UPLOAD: Metered.UPLOAD, Action.REQUEST_STORAGE: Metered.CREDIT}
+VERB_METERED = {Verb.UPLOAD: Metered.UPLOAD, Verb.MEDIA: Metered.UPLOAD, Verb.CREDIT: Metered.CREDIT}
+# The Blossom verb that stands for each v1 action on the routes that take both kinds of auth.
+ACTION_VERBS = {Action.ACCOUNT: Verb.ACCOUNT, Action.REQUEST_STORAGE: Verb.CREDIT}
 
 
 async def authorize(request: web.Request, action: Action) -> Event:
@@ -52,6 +57,89 @@ async def authorize(request: web.Request, action: Action) -> Event:
         await auth_events.release(deps.pool, event.id)  # not spent: the same request may come again
         raise
     return event
+
+
+async def authorize_token(
+    request: web.Request,
+    verb: Verb,
+    *,
+    blob: str | None = None,
+    blob_required: bool = False,
+    metered: Metered | None = None,
+) -> Event:
+    """Check the rate limits and every BUD-11 rule of the request's `Authorization: Nostr` token. No
+    token is a 401 (a Blossom client adds one only after a 401) and spends nothing; a refused token is
+    a 401 and a failure of the client's address; a rate limit is a 429. Tokens are not spent."""
+    deps = request.app[DEPS]
+    client = request[CLIENT_KEY]
+    metered = metered or VERB_METERED.get(verb, Metered.OTHER)
+    deps.throttle.screen(client, metered)
+    header = request.headers.get("Authorization")
+    try:
+        event = check_token(
+            header,
+            verb,
+            now=int(deps.clock()),
+            rules=deps.token_rules,
+            blob=blob,
+            blob_required=blob_required,
+        )
+    except TokenMissing as exc:
+        raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
+    except TokenRefused as exc:
+        request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
+        await deps.throttle.failed(client)
+        raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
+    request[PUBKEY] = event.pubkey
+    await deps.throttle.admitted(client, event.pubkey, metered)
+    return event
+
+
+async def authorize_http(request: web.Request) -> Event:
+    """NIP-98 (kind 27235) for the NIP-96 routes: the event names this request's exact URL, as the
+    client sees it (PUBLIC_URL plus the path and query), and its method; it is spent once, like a v1
+    event. A missing event is a 401; a refused or reused one a 401 and a failure of the address."""
+    deps = request.app[DEPS]
+    client = request[CLIENT_KEY]
+    metered = Metered.UPLOAD if request.method == "POST" else Metered.OTHER
+    deps.throttle.screen(client, metered)
+    url = deps.links.base_url + request.rel_url.raw_path_qs
+    now = int(deps.clock())
+    try:
+        event = check_http_auth(
+            request.headers.get("Authorization"),
+            method=request.method,
+            url=url,
+            now=now,
+            rules=deps.http_auth_rules,
+        )
+    except TokenMissing as exc:
+        raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
+    except TokenRefused as exc:
+        request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
+        await deps.throttle.failed(client)
+        raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
+    request[PUBKEY] = event.pubkey
+    expires = datetime.fromtimestamp(event.created_at + deps.http_auth_rules.window_seconds + 1, UTC)
+    if not await auth_events.claim(deps.pool, event.id, expires):
+        request.app[METRICS].auth_failures.labels("auth event already used").inc()
+        await deps.throttle.failed(client)
+        raise ApiError(401, "authorization event already used: sign a new one for every request")
+    try:
+        await deps.throttle.admitted(client, event.pubkey, metered)
+    except RateLimited:
+        await auth_events.release(deps.pool, event.id)
+        raise
+    return event
+
+
+async def authorize_either(request: web.Request, action: Action) -> Event:
+    """A route of the v1 API that also takes Blossom auth: the token when the request carries an
+    Authorization header, else the single-use `auth` parameter."""
+    verb = ACTION_VERBS.get(action)
+    if verb is not None and "Authorization" in request.headers and "auth" not in request.query:
+        return await authorize_token(request, verb)
+    return await authorize(request, action)
 
 
 def _has_control_chars(text: str) -> bool:

@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from satellite.api.auth_param import authorize
+from satellite.api.auth_param import authorize_either
 from satellite.api.errors import ApiError
 from satellite.auth import Action
 from satellite.deps import DEPS, Deps
@@ -34,7 +34,7 @@ def _gb_months(raw: str | None, maximum: int) -> int:
 async def request_credit(request: web.Request) -> web.Response:
     """GET /account/credit: a signed offer at today's price, and the 9734 for the buyer to sign."""
     deps = request.app[DEPS]
-    event = await authorize(request, Action.REQUEST_STORAGE)
+    event = await authorize_either(request, Action.REQUEST_STORAGE)
     gb_months = _gb_months(event.first_tag("gb_months"), deps.settings.max_gb_months)
     offer = await deps.shop.make_offer(buyer=event.pubkey, gb_months=gb_months)
     return web.json_response(

@@ -19,7 +19,7 @@ from aiohttp import web
 from satellite import errors
 from satellite.deps import SETTINGS
 from satellite.log import loggable_path
-from satellite.request_state import CLOSE_AT_ONCE, ERROR_REASON, LNURL_ERRORS, Handler
+from satellite.request_state import CLOSE_AT_ONCE, ERROR_REASON, LNURL_ERRORS, NIP96_ERRORS, Handler
 from satellite.storage.base import StorageUnavailable
 
 log = structlog.get_logger("satellite.errors")
@@ -57,6 +57,11 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.ContentBlocked: Answer(403),
     errors.AccountBlocked: Answer(403),
     errors.NotOwned: Answer(404),
+    errors.HashMismatch: Answer(409),
+    errors.NotAuthorised: Answer(403),
+    errors.QueueFull: Answer(503, retry_after=60),
+    errors.OriginRefused: Answer(400),
+    errors.OriginUnreachable: Answer(502),
     errors.OfferUnavailable: Answer(400),
     errors.LightningUnavailable: Answer(503, retry_after=5),
     errors.LightningMisbehaved: Answer(502),
@@ -78,8 +83,10 @@ def reason_header(reason: str) -> dict[str, str]:
     return {"X-Reason": reason.encode("ascii", "replace").decode()[:300]}
 
 
-def error_body(reason: str, *, lnurl: bool = False) -> str:
+def error_body(reason: str, *, lnurl: bool = False, nip96: bool = False) -> str:
     body = {"status": "ERROR", "reason": reason} if lnurl else {"status": "error", "reason": reason}
+    if nip96:
+        body["message"] = reason
     return json.dumps(body)
 
 
@@ -98,11 +105,16 @@ def raw_error_response(status: int, reason: str, headers: dict[str, str]) -> byt
 
 
 def error_response(
-    status: int, reason: str, headers: dict[str, str] | None = None, *, lnurl: bool = False
+    status: int,
+    reason: str,
+    headers: dict[str, str] | None = None,
+    *,
+    lnurl: bool = False,
+    nip96: bool = False,
 ) -> web.Response:
     return web.Response(
         status=status,
-        text=error_body(reason, lnurl=lnurl),
+        text=error_body(reason, lnurl=lnurl, nip96=nip96),
         content_type="application/json",
         headers={**reason_header(reason), **(headers or {})},
     )
@@ -167,4 +179,10 @@ def _answer(
     request: web.Request, status: int, reason: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     request[ERROR_REASON] = reason
-    return error_response(status, reason, headers, lnurl=request.get(LNURL_ERRORS, False))
+    return error_response(
+        status,
+        reason,
+        headers,
+        lnurl=request.get(LNURL_ERRORS, False),
+        nip96=request.get(NIP96_ERRORS, False),
+    )

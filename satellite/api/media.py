@@ -72,8 +72,9 @@ async def serve_path(request: web.Request) -> web.StreamResponse:
             raise _blocked(deps)
         deps.blob_cache.put(sha256, blob, generation)
     if deps.links.redirect_base is not None:  # served by the bucket's public URL (a CDN in front)
+        # 307 (BUD-01): the target keeps the sha256, and the method (HEAD stays HEAD).
         location = deps.links.blob_url(sha256, "")
-        return web.Response(status=302, headers={"Location": location, "Cache-Control": IMMUTABLE})
+        return web.Response(status=307, headers={"Location": location, "Cache-Control": IMMUTABLE})
     headers = blob_headers(sha256, blob.type)
     etag = headers["ETag"]
     if none_match(request.headers.get("If-None-Match"), etag):

@@ -517,7 +517,7 @@ def _blob_paths() -> Json:
                 {"*/*": BINARY, "multipart/byteranges": BINARY},
                 {**_blob_headers(), "Content-Range": _content_range(required=False)},
             ),
-            "302": _response(
+            "307": _response(
                 "the file is served from the bucket's public URL (S3_PUBLIC_URL): see Location",
                 headers={
                     "Location": _string_header("the object's URL", format="uri"),

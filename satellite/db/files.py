@@ -37,6 +37,10 @@ class FileRow:
     type: str
     ext: str
     infohash: str
+    # What the pixels say, for images (blob_images): NIP-94 `dim` and `blurhash`.
+    width: int | None = None
+    height: int | None = None
+    blurhash: str | None = None
 
 
 async def stored_totals(db: Executor) -> tuple[int, int]:
@@ -55,8 +59,8 @@ async def get_blob(db: Executor, sha256: str) -> BlobRow | None:
 
 
 _FILE_COLUMNS = (
-    "f.sha256, f.name, f.label, f.created_at, b.size, b.type, b.ext, b.infohash"
-    " FROM files f JOIN blobs b USING (sha256)"
+    "f.sha256, f.name, f.label, f.created_at, b.size, b.type, b.ext, b.infohash, i.width, i.height,"
+    " i.blurhash FROM files f JOIN blobs b USING (sha256) LEFT JOIN blob_images i USING (sha256)"
 )
 
 
@@ -196,3 +200,67 @@ async def get_blob_for_serving(db: Executor, sha256: str) -> ServedBlob | None:
     if row["size"] is None and not row["blocked"]:
         return None
     return ServedBlob(size=row["size"] or 0, type=row["type"] or "", blocked=row["blocked"])
+
+
+async def get_file(db: Executor, pubkey: str, sha256: str) -> FileRow | None:
+    row = await db.fetchrow(f"SELECT {_FILE_COLUMNS} WHERE f.pubkey = $1 AND f.sha256 = $2", pubkey, sha256)
+    return FileRow(**dict(row)) if row else None
+
+
+async def list_page(
+    db: Executor,
+    pubkey: str,
+    *,
+    after: str | None,
+    limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[FileRow] | None:
+    """The owner's files, newest first (ties by sha256, descending), strictly after the file `after`
+    names; None if `after` is not one of the owner's files."""
+    cursor_at: datetime | None = None
+    if after is not None:
+        cursor_at = await db.fetchval(
+            "SELECT created_at FROM files WHERE pubkey = $1 AND sha256 = $2", pubkey, after
+        )
+        if cursor_at is None:
+            return None
+    rows = await db.fetch(
+        f"SELECT {_FILE_COLUMNS} WHERE f.pubkey = $1"
+        " AND ($2::timestamptz IS NULL OR (f.created_at, f.sha256) < ($2, $3))"
+        " AND ($4::timestamptz IS NULL OR f.created_at >= $4)"
+        " AND ($5::timestamptz IS NULL OR f.created_at <= $5)"
+        " ORDER BY f.created_at DESC, f.sha256 DESC LIMIT $6",
+        pubkey,
+        cursor_at,
+        after,
+        since,
+        until,
+        limit,
+    )
+    return [FileRow(**dict(r)) for r in rows]
+
+
+async def record_image(db: Executor, sha256: str, *, width: int, height: int, blurhash: str) -> None:
+    """What an image's pixels say; nothing if the blob is gone meanwhile or already described."""
+    await db.execute(
+        "INSERT INTO blob_images (sha256, width, height, blurhash) SELECT $1, $2, $3, $4"
+        " WHERE EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1) ON CONFLICT DO NOTHING",
+        sha256,
+        width,
+        height,
+        blurhash,
+    )
+
+
+async def list_offset(db: Executor, pubkey: str, *, offset: int, limit: int) -> tuple[int, list[FileRow]]:
+    """(how many files the owner has, the page of them newest first from `offset`)."""
+    total = int(await db.fetchval("SELECT count(*) FROM files WHERE pubkey = $1", pubkey))
+    rows = await db.fetch(
+        f"SELECT {_FILE_COLUMNS} WHERE f.pubkey = $1 ORDER BY f.created_at DESC, f.sha256 DESC"
+        " OFFSET $2 LIMIT $3",
+        pubkey,
+        offset,
+        limit,
+    )
+    return total, [FileRow(**dict(r)) for r in rows]

@@ -1,0 +1,229 @@
+"""Blossom (BUDs 02, 04, 06, 09, 12): upload, pre-check, mirror, delete, list, report. Every upload
+takes the same path as a v1 one (`api/uploads`): one store, one dedup, one bill. GET and HEAD of a
+blob (BUD-01) are `api/media`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from satellite import items, moderation
+from satellite.api import uploads
+from satellite.api.auth_param import authorize_token
+from satellite.api.errors import ApiError
+from satellite.api.media import parse_blob_name
+from satellite.blossom_auth import Verb, names_blob
+from satellite.deps import DEPS, Deps
+from satellite.errors import HashMismatch, NotAuthorised, OriginUnreachable
+from satellite.ingest import Spooled
+from satellite.nostr.event import Event, is_hex
+from satellite.nostr.nip56 import ReportError, parse_report
+from satellite.origin_fetch import open_origin
+from satellite.request_state import CLIENT_KEY, PUBKEY
+from satellite.throttle import Metered
+
+MAX_JSON_BODY_BYTES = 64 * 1024  # a mirror request or a report event
+LIST_LIMIT_MAX = 10_000  # descriptors in one page of /list (and when no limit is given)
+
+
+def sha256_header(request: web.Request, name: str = "X-SHA-256") -> str | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not is_hex(value, 64):
+        raise ApiError(400, f"{name} must be the body's sha256: 64 hex characters")
+    return value
+
+
+def _size_header(request: web.Request, name: str) -> int:
+    value = request.headers.get(name)
+    if value is None:
+        raise ApiError(411, f"{name} is required: say how many bytes the upload will be")
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ApiError(400, f"{name} must be a whole number of bytes")
+    return int(value)
+
+
+def hash_check(event: Event, announced: str | None) -> uploads.Check:
+    """The body must be what X-SHA-256 said (409), and a blob the token's `x` tags name (403)."""
+
+    async def check(spooled: Spooled) -> Spooled:
+        if announced is not None and spooled.sha256 != announced:
+            raise HashMismatch(f"the body's sha256 is {spooled.sha256}, not the X-SHA-256 sent ({announced})")
+        if not names_blob(event, spooled.sha256):
+            raise NotAuthorised(f"the token's x tags do not name this blob ({spooled.sha256})")
+        return spooled
+
+    return check
+
+
+def _created(deps: Deps, stored: items.Stored) -> web.Response:
+    """201 for a blob new to this server, 200 for one it already had (BUD-02, BUD-04)."""
+    return web.json_response(deps.links.descriptor(stored.file), status=201 if stored.blob_created else 200)
+
+
+async def upload(request: web.Request) -> web.Response:
+    """PUT /upload: the raw body, stored exactly as received."""
+    announced = sha256_header(request)
+    event = await authorize_token(request, Verb.UPLOAD, blob=announced, blob_required=True)
+    stored = await uploads.receive(
+        request, uploads.request_body(request), pubkey=event.pubkey, check=hash_check(event, announced)
+    )
+    return _created(request.app[DEPS], stored)
+
+
+async def check_upload(request: web.Request) -> web.Response:
+    """HEAD /upload (BUD-06): would `PUT /upload` of this blob be accepted now? Stores nothing."""
+    return await _check(request, Verb.UPLOAD)
+
+
+async def _check(request: web.Request, verb: Verb) -> web.Response:
+    announced = sha256_header(request)
+    event = await authorize_token(request, verb, blob=announced, blob_required=True, metered=Metered.OTHER)
+    if announced is None:
+        raise ApiError(400, "X-SHA-256 is required: the sha256 of the blob to upload")
+    size = _size_header(request, "X-Content-Length")
+    deps = request.app[DEPS]
+    await items.precheck(
+        pool=deps.pool,
+        pubkey=event.pubkey,
+        sha256=announced,
+        size=size,
+        max_bytes=deps.settings.max_upload_bytes,
+        now=deps.now(),
+        policy=deps.policy,
+    )
+    return web.Response(status=200)
+
+
+async def mirror(request: web.Request) -> web.Response:
+    """PUT /mirror {"url"} (BUD-04): fetch the blob from its origin (public addresses only), keep it
+    only if the token's x tags name its hash."""
+    event = await authorize_token(request, Verb.UPLOAD, blob_required=True)
+    url = _mirror_url(await _json_body(request))
+    deps = request.app[DEPS]
+    async with open_origin(url, deps.fetch_rules) as origin:
+        body = uploads.Body(
+            stream=origin.response.content,
+            content_length=origin.content_length,
+        )
+        stored = await uploads.receive(
+            request,
+            body,
+            pubkey=event.pubkey,
+            check=hash_check(event, None),
+            on_spool_error=lambda exc: OriginUnreachable(f"the origin's body could not be read: {exc}"),
+        )
+    return _created(deps, stored)
+
+
+def _mirror_url(body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str) or not body["url"]:
+        raise ApiError(400, 'body must be JSON: {"url": "<the blob\'s URL>"}')
+    url: str = body["url"]
+    return url
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY_BYTES:
+        raise ApiError(413, f"the JSON body may be at most {MAX_JSON_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_JSON_BODY_BYTES + 1)
+    if len(raw) > MAX_JSON_BODY_BYTES:
+        raise ApiError(413, f"the JSON body may be at most {MAX_JSON_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "body is not JSON") from None
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    """DELETE /<sha256> (BUD-12): the caller's file of it; the blob goes with its last owner."""
+    sha256, _ = parse_blob_name(request.match_info["name"])
+    event = await authorize_token(request, Verb.DELETE, blob=sha256, blob_required=True)
+    deps = request.app[DEPS]
+    await asyncio.shield(
+        items.delete_item(
+            pool=deps.pool,
+            storage=deps.storage,
+            pubkey=event.pubkey,
+            sha256=sha256,
+            now=deps.now(),
+            policy=deps.policy,
+        )
+    )
+    deps.blob_cache.invalidate(sha256)
+    return web.json_response({"deleted": True, "sha256": sha256})
+
+
+def _query_int(request: web.Request, name: str, *, low: int, high: int) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 12 or not low <= int(value) <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+def _query_time(request: web.Request, name: str) -> datetime | None:
+    value = _query_int(request, name, low=0, high=253402300799)
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+async def list_blobs(request: web.Request) -> web.Response:
+    """GET /list/<pubkey> (BUD-12): the owner's blobs, newest first, after `cursor`, at most `limit`.
+    A list is private: only a token of that pubkey may read it."""
+    from satellite.db import files
+
+    pubkey = request.match_info["pubkey"]
+    if not is_hex(pubkey, 64):
+        raise ApiError(400, "the pubkey in the path must be 64 lowercase hex characters")
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and not is_hex(cursor, 64):
+        raise ApiError(400, "cursor must be the sha256 of the last blob of the previous page")
+    limit = _query_int(request, "limit", low=1, high=LIST_LIMIT_MAX) or LIST_LIMIT_MAX
+    since, until = _query_time(request, "since"), _query_time(request, "until")
+    event = await authorize_token(request, Verb.LIST)
+    if event.pubkey != pubkey:
+        raise NotAuthorised("a token may list only its own pubkey's blobs")
+    deps = request.app[DEPS]
+    rows = await files.list_page(deps.pool, pubkey, after=cursor, limit=limit, since=since, until=until)
+    if rows is None:
+        raise ApiError(400, "cursor is not one of this pubkey's blobs")
+    return web.json_response([deps.links.descriptor(row) for row in rows])
+
+
+async def report(request: web.Request) -> web.Response:
+    """PUT /report (BUD-09): a signed NIP-56 kind 1984 event naming blobs, kept for the operator."""
+    deps = request.app[DEPS]
+    client = request[CLIENT_KEY]
+    deps.throttle.screen(client, Metered.OTHER)
+    raw = await _raw_body(request)
+    try:
+        parsed = parse_report(raw, now=int(deps.clock()))
+    except ReportError as exc:
+        await deps.throttle.failed(client)
+        raise ApiError(400, exc.reason) from exc
+    request[PUBKEY] = parsed.event.pubkey
+    await deps.throttle.admitted(client, parsed.event.pubkey, Metered.OTHER)
+    added = await moderation.file_report(
+        deps.pool, parsed, now=deps.now(), max_open=deps.settings.max_open_reports
+    )
+    return web.json_response({"received": True, "targets": len(parsed.targets), "new": added})
+
+
+async def _raw_body(request: web.Request) -> str:
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY_BYTES:
+        raise ApiError(413, f"the report may be at most {MAX_JSON_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_JSON_BODY_BYTES + 1)
+    if len(raw) > MAX_JSON_BODY_BYTES:
+        raise ApiError(413, f"the report may be at most {MAX_JSON_BODY_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the report must be UTF-8 JSON") from None

@@ -1,0 +1,103 @@
+"""The one path every upload takes, whatever the API (v1 `PUT /item`, Blossom `PUT /upload`, `/media`
+and `/mirror`, NIP-96): what the request announces is checked before a byte is read, the body is read
+no further than the account's room, and the commit decides (`satellite.items`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from satellite import ingest, items
+from satellite.billing.balance import room_now
+from satellite.deps import DEPS
+from satellite.errors import InvalidUpload, SlowBody
+from satellite.ingest import ByteSource, Spooled
+from satellite.request_state import BYTES_RECEIVED
+
+# Runs on the complete body before it is stored: raises to refuse it (a hash the token does not
+# name; the body is then discarded here), or returns what to store, the body itself or an upload in
+# its place (a cleaned image), having discarded the body then.
+Check = Callable[[Spooled], Awaitable[Spooled]]
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """Where the bytes come from and what was said of them before any was read."""
+
+    stream: ByteSource
+    content_length: int | None
+    content_encodings: Iterable[str] = ()
+    transfer_encodings: Iterable[str] = ()
+    declared_size: int | None = None
+
+
+def request_body(request: web.Request, declared_size: int | None = None) -> Body:
+    return Body(
+        stream=request.content,
+        content_length=request.content_length,
+        content_encodings=request.headers.getall("Content-Encoding", ()),
+        transfer_encodings=request.headers.getall("Transfer-Encoding", ()),
+        declared_size=declared_size,
+    )
+
+
+async def receive(
+    request: web.Request,
+    body: Body,
+    *,
+    pubkey: str,
+    name: str | None = None,
+    label: str | None = None,
+    check: Check | None = None,
+    on_spool_error: Callable[[Exception], Exception] | None = None,
+) -> items.Stored:
+    """Refuse at once what cannot fit, spool the body, let `check` refuse or replace it, then commit.
+    `on_spool_error` turns a failure reading the body into another (an origin's, for a mirror)."""
+    deps = request.app[DEPS]
+    announced = ingest.announce(
+        content_length=body.content_length,
+        content_encodings=body.content_encodings,
+        transfer_encodings=body.transfer_encodings,
+        declared_size=body.declared_size,
+        max_bytes=deps.settings.max_upload_bytes,
+    )
+    # Refused before the body is read if it cannot fit, and read no further than the account's room;
+    # the binding check is part of the commit.
+    room = await room_now(deps.pool, pubkey, deps.now(), deps.policy)
+    async with deps.throttle.upload_slot(pubkey):
+        try:
+            spooled = await ingest.spool(
+                body.stream,
+                announced.within(room),
+                staging_dir=deps.staging_dir,
+                threads=deps.ingest_threads,
+                pace=deps.settings.body_pace,
+            )
+        except (InvalidUpload, SlowBody) as exc:
+            if on_spool_error is None:
+                raise
+            raise on_spool_error(exc) from exc
+        request[BYTES_RECEIVED] = spooled.size
+        if check is not None:
+            try:
+                spooled = await check(spooled)
+            except BaseException:
+                spooled.discard()
+                raise
+        # The body is complete: finish the commit even if the client goes away now, so a retry finds the
+        # file stored instead of a half-done upload (storage without a row).
+        return await asyncio.shield(
+            items.store_upload(
+                pool=deps.pool,
+                storage=deps.storage,
+                spooled=spooled,
+                pubkey=pubkey,
+                name=name,
+                label=label,
+                now=deps.now(),
+                policy=deps.policy,
+            )
+        )

@@ -1,0 +1,13 @@
+-- Blossom and NIP-96 (issue: every Nostr client on the same store and the same bill).
+
+-- GET /list/<pubkey> and NIP-96 listing: an owner's files newest first, paged by a cursor.
+CREATE INDEX files_by_owner_newest ON files (pubkey, created_at DESC, sha256 DESC);
+
+-- What an image's pixels say, for NIP-94 `dim` and `blurhash`: written once the blob is stored, gone
+-- with it. Absent for anything that is not an image, or whose pixels could not be read in time.
+CREATE TABLE blob_images (
+    sha256   text PRIMARY KEY REFERENCES blobs (sha256) ON DELETE CASCADE,
+    width    integer NOT NULL CHECK (width > 0),
+    height   integer NOT NULL CHECK (height > 0),
+    blurhash text NOT NULL CHECK (length(blurhash) BETWEEN 6 AND 100)
+);
