@@ -3,7 +3,8 @@
 The event names the exact URL (`u`, query included) and method (`method`) of the one request it
 authorises, and is fresh (`created_at` within a window). `payload`, when present, is the sha256 of
 the file (NIP-96: of the file, hex or base64, not of the whole multipart body), checked once the file
-is read. The caller spends each event once (`db/auth_events`), as it does the v1 22242 events.
+is read. Events are not spent (a client signing the same request twice in a second makes the same
+event): the URL, the method, the window and the payload are what bind one.
 """
 
 from __future__ import annotations

@@ -97,8 +97,10 @@ async def authorize_token(
 
 async def authorize_http(request: web.Request) -> Event:
     """NIP-98 (kind 27235) for the NIP-96 routes: the event names this request's exact URL, as the
-    client sees it (PUBLIC_URL plus the path and query), and its method; it is spent once, like a v1
-    event. A missing event is a 401; a refused or reused one a 401 and a failure of the address."""
+    client sees it (PUBLIC_URL plus the path and query), and its method, and is fresh. It is not spent:
+    a client signing the same request twice in one second makes the same event, and NIP-98 asks for no
+    more; what binds an upload's event to its bytes is its `payload` tag. A missing event is a 401; a
+    refused one a 401 and a failure of the address."""
     deps = request.app[DEPS]
     client = request[CLIENT_KEY]
     metered = Metered.UPLOAD if request.method == "POST" else Metered.OTHER
@@ -120,16 +122,7 @@ async def authorize_http(request: web.Request) -> Event:
         await deps.throttle.failed(client)
         raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
     request[PUBKEY] = event.pubkey
-    expires = datetime.fromtimestamp(event.created_at + deps.http_auth_rules.window_seconds + 1, UTC)
-    if not await auth_events.claim(deps.pool, event.id, expires):
-        request.app[METRICS].auth_failures.labels("auth event already used").inc()
-        await deps.throttle.failed(client)
-        raise ApiError(401, "authorization event already used: sign a new one for every request")
-    try:
-        await deps.throttle.admitted(client, event.pubkey, metered)
-    except RateLimited:
-        await auth_events.release(deps.pool, event.id)
-        raise
+    await deps.throttle.admitted(client, event.pubkey, metered)
     return event
 
 

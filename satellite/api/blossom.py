@@ -50,14 +50,16 @@ def _size_header(request: web.Request, name: str) -> int:
     return int(value)
 
 
-def hash_check(event: Event, announced: str | None) -> uploads.Check:
-    """The body must be what X-SHA-256 said (409), and a blob the token's `x` tags name (403)."""
+def hash_check(event: Event, announced: str | None, *, mirrored: bool = False) -> uploads.Check:
+    """The body must be what X-SHA-256 said (409), and a blob the token's `x` tags name (403; 409 for
+    a mirror, whose hash only the fetch tells, BUD-04)."""
 
     async def check(spooled: Spooled) -> Spooled:
         if announced is not None and spooled.sha256 != announced:
             raise HashMismatch(f"the body's sha256 is {spooled.sha256}, not the X-SHA-256 sent ({announced})")
         if not names_blob(event, spooled.sha256):
-            raise NotAuthorised(f"the token's x tags do not name this blob ({spooled.sha256})")
+            refusal = HashMismatch if mirrored else NotAuthorised
+            raise refusal(f"the token's x tags do not name this blob ({spooled.sha256})")
         return spooled
 
     return check
@@ -117,7 +119,7 @@ async def mirror(request: web.Request) -> web.Response:
             request,
             body,
             pubkey=event.pubkey,
-            check=hash_check(event, None),
+            check=hash_check(event, None, mirrored=True),
             on_spool_error=lambda exc: OriginUnreachable(f"the origin's body could not be read: {exc}"),
         )
     return _created(deps, stored)
