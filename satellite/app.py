@@ -32,6 +32,7 @@ from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db.database import database
 from satellite.db.pool import TRANSIENT_ERRORS, create_pool
 from satellite.deps import CLOCK, DEPS, METRICS, SETTINGS, SUPERVISOR, Clock, Deps
+from satellite.image_worker import ImageWorker
 from satellite.ingest import ingest_threads
 from satellite.lightning.registry import build_backend
 from satellite.links import Links
@@ -106,6 +107,12 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
         metrics = app[METRICS]
         blob_cache = BlobCache()
         threads = ingest_threads()
+        images = ImageWorker(
+            settings.image_limits,
+            timeout_seconds=settings.image_timeout_seconds,
+            processes=settings.image_workers,
+        )
+        stack.push_async_callback(images.aclose)
         stack.callback(threads.shutdown, wait=False, cancel_futures=True)
         shop = Shop(
             pool=pool,
@@ -149,6 +156,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
                 connect_timeout_seconds=settings.mirror_connect_timeout_seconds,
                 header_timeout_seconds=settings.mirror_header_timeout_seconds,
             ),
+            images=images,
             trusted_proxies=settings.trusted_proxy_networks,
             clock=app[CLOCK],
         )
@@ -251,6 +259,8 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     # Blossom: served from the root, as the BUDs require.
     app.router.add_put("/upload", blossom.upload)
     app.router.add_route("HEAD", "/upload", blossom.check_upload)
+    app.router.add_put("/media", blossom.media)
+    app.router.add_route("HEAD", "/media", blossom.check_media)
     app.router.add_put("/mirror", blossom.mirror)
     app.router.add_put("/report", blossom.report)
     app.router.add_get("/list/{pubkey}", blossom.list_blobs, allow_head=False)

@@ -19,6 +19,7 @@ from satellite.client_ip import IPNetwork, parse_networks
 from satellite.limits import Limits, parse_rule
 
 if TYPE_CHECKING:  # the upload pipeline (and aiohttp) stays unloaded for commands that do not need it
+    from satellite.imaging import ImageLimits
     from satellite.ingest import Pace
 
 DEFAULT_TRACKERS = (
@@ -205,6 +206,16 @@ class Settings(BaseSettings):
     # Reports (PUT /report) kept while unresolved; past this, new ones are refused (503).
     max_open_reports: int = Field(10_000, ge=1)
 
+    # --- images (PUT /media, NIP-94 dim and blurhash) ---
+    # Larger images (width x height) are refused (422) before any decoding.
+    image_max_pixels: int = Field(50_000_000, ge=1)
+    # PUT /media scales images down to at most this many pixels on their longer side.
+    image_max_edge: int = Field(2560, ge=16)
+    # One image's processing is stopped (its worker process killed) after this long.
+    image_timeout_seconds: float = Field(20.0, gt=0)
+    # Worker processes images are processed in, at most.
+    image_workers: int = Field(2, ge=1, le=32)
+
     # --- mirroring (PUT /mirror) ---
     # The origin must answer within these; its body must keep the same pace as an upload's.
     mirror_connect_timeout_seconds: float = Field(10.0, gt=0)
@@ -313,6 +324,12 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.trusted_proxies)
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        from satellite.imaging import ImageLimits
+
+        return ImageLimits(max_pixels=self.image_max_pixels, max_edge=self.image_max_edge)
 
     @property
     def body_pace(self) -> Pace:

@@ -20,6 +20,7 @@ from satellite.blob_cache import BlobCache
 from satellite.blossom_auth import TokenRules
 from satellite.client_ip import IPNetwork
 from satellite.config import Settings
+from satellite.image_worker import ImageWorker
 from satellite.links import Links
 from satellite.metrics import Metrics
 from satellite.nip98 import HttpAuthRules
@@ -50,6 +51,7 @@ class Deps:
     token_rules: TokenRules
     http_auth_rules: HttpAuthRules
     fetch_rules: FetchRules
+    images: ImageWorker
     trusted_proxies: tuple[IPNetwork, ...] = ()
     clock: Clock = time.time
 

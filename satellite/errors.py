@@ -72,6 +72,15 @@ class OriginUnreachable(Refused):
     """The origin of a mirror could not be fetched, or answered with something unusable."""
 
 
+class UnsupportedMedia(Refused):
+    """The body is not of a media type the server processes (the reason names the type it is)."""
+
+
+class UnprocessableMedia(Refused):
+    """The media is of a type the server processes, but this one cannot be: over a limit (pixels,
+    frames), truncated or corrupt, or it took longer than processing may."""
+
+
 class QueueFull(Refused):
     """The server keeps no more of these until the operator has dealt with some (reports)."""
 

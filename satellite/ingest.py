@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from aiohttp import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
@@ -366,3 +366,35 @@ def in_memory(data: bytes) -> Spooled:
         pieces=pieces.finish(),
         head=data[:SNIFF_BYTES],
     )
+
+
+class _FileSource:
+    """A local file read as a body (a cleaned image), in worker threads."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+
+    async def read(self, n: int = -1, /) -> bytes:
+        return await asyncio.to_thread(self._handle.read, n if n > 0 else READ_BYTES)
+
+
+async def spool_file(
+    path: Path, *, max_bytes: int, staging_dir: Path, threads: ThreadPoolExecutor
+) -> Spooled:
+    """A file the server itself wrote, as an upload: hashed and spooled like a body that came in."""
+    size = (await asyncio.to_thread(path.stat)).st_size
+    announced = announce(
+        content_length=size,
+        content_encodings=(),
+        transfer_encodings=(),
+        declared_size=None,
+        max_bytes=max_bytes,
+    )
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        local = Pace(window_seconds=3600.0, min_bytes_per_second=0)
+        return await spool(
+            _FileSource(handle), announced, staging_dir=staging_dir, threads=threads, pace=local
+        )
+    finally:
+        handle.close()

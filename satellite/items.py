@@ -9,7 +9,7 @@ the bytes it stored under the same lock, and only if no blob row claims them.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -20,6 +20,7 @@ from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, files
 from satellite.db.files import BlobRow, FileRow
 from satellite.errors import AccountBlocked, ContentBlocked, InvalidUpload, NotOwned, TooLarge
+from satellite.imaging import IMAGE_TYPES, ImageFacts
 from satellite.ingest import Spooled
 from satellite.media_type import detect
 from satellite.storage.base import BlobStorage
@@ -53,8 +54,10 @@ async def store_upload(
     label: str | None,
     now: datetime,
     policy: AccountPolicy,
+    image: ImageFacts | None = None,
 ) -> Stored:
-    """Bytes into storage first, then one database call under the blob's lock.
+    """Bytes into storage first, then one database call under the blob's lock; then what `image` says
+    of its pixels (NIP-94 `dim` and `blurhash`), when known.
 
     A delete of the blob's last owner may run between the two and take the bytes away; it also removes
     the blob row, so `blob_created` tells us to check the bytes again and put them back.
@@ -103,8 +106,16 @@ async def store_upload(
     finally:
         spooled.discard()
     assert result.file is not None
+    row = result.file
+    if image is not None:
+        await files.record_image(
+            pool, blob.sha256, width=image.width, height=image.height, blurhash=image.blurhash
+        )
+        row = replace(row, width=image.width, height=image.height, blurhash=image.blurhash)
+    elif blob.type in IMAGE_TYPES and not result.blob_created:
+        row = await files.get_file(pool, pubkey, blob.sha256) or row  # described when first stored
     log.info("stored", sha256=blob.sha256, size=blob.size, type=blob.type, new_owner=result.new_owner)
-    return Stored(result.file, result.blob_created, result.new_owner)
+    return Stored(row, result.blob_created, result.new_owner)
 
 
 async def precheck(

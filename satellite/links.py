@@ -38,17 +38,21 @@ class Links:
         """The blob on this server, with its extension, whatever serves the bytes (BUD-02 `url`)."""
         return f"{self.base_url}/{sha256}.{ext}"
 
-    def descriptor(self, row: FileRow) -> dict[str, Any]:
-        """A file as Blossom returns it (BUD-02), with `nip94` (BUD-08), `magnet` and `infohash`."""
+    def descriptor(self, row: FileRow, *, original: str | None = None) -> dict[str, Any]:
+        """A file as Blossom returns it (BUD-02), with `nip94` (BUD-08), `magnet` and `infohash`;
+        `original` is the hash of what was uploaded, when the server stored a processed copy."""
         described = self.describe(row)
         url = self.server_url(row.sha256, row.ext)
+        tags = nip94_tags({**described, "url": url}, row)
+        if original is not None:
+            tags = [["ox", original] if tag[0] == "ox" else tag for tag in tags]
         return {
             "url": url,
             "sha256": row.sha256,
             "size": row.size,
             "type": row.type,
             "uploaded": described["created"],
-            "nip94": nip94_tags({**described, "url": url}, row),
+            "nip94": tags,
             "magnet": described["magnet"],
             "infohash": row.infohash,
         }

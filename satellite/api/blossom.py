@@ -7,23 +7,27 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from satellite import items, moderation
+from satellite import ingest, items, moderation
 from satellite.api import uploads
 from satellite.api.auth_param import authorize_token
 from satellite.api.errors import ApiError
 from satellite.api.media import parse_blob_name
 from satellite.blossom_auth import Verb, names_blob
 from satellite.deps import DEPS, Deps
-from satellite.errors import HashMismatch, NotAuthorised, OriginUnreachable
+from satellite.errors import HashMismatch, NotAuthorised, OriginUnreachable, UnsupportedMedia
+from satellite.imaging import IMAGE_TYPES, ImageFacts
 from satellite.ingest import Spooled
+from satellite.media_type import sniff
 from satellite.nostr.event import Event, is_hex
 from satellite.nostr.nip56 import ReportError, parse_report
 from satellite.origin_fetch import open_origin
 from satellite.request_state import CLIENT_KEY, PUBKEY
+from satellite.staging import create_spool, remove_spool
 from satellite.throttle import Metered
 
 MAX_JSON_BODY_BYTES = 64 * 1024  # a mirror request or a report event
@@ -102,6 +106,72 @@ async def _check(request: web.Request, verb: Verb) -> web.Response:
         policy=deps.policy,
     )
     return web.Response(status=200)
+
+
+async def media(request: web.Request) -> web.Response:
+    """PUT /media (BUD-05): an image (JPEG, PNG, WebP, GIF) stored cleaned: no metadata (EXIF, GPS,
+    XMP, comments), upright, scaled down to IMAGE_MAX_EDGE, encoded again; the descriptor names the new
+    blob. Other types are refused (415): `PUT /upload` stores them as they are."""
+    announced = sha256_header(request)
+    event = await authorize_token(request, Verb.MEDIA, blob=announced, blob_required=True)
+    deps = request.app[DEPS]
+    cleaned_facts: list[ImageFacts] = []
+    originals: list[str] = []
+    named = hash_check(event, announced)
+
+    async def clean(spooled: Spooled) -> Spooled:
+        await named(spooled)  # the token names the original
+        originals.append(spooled.sha256)
+        kind = await asyncio.to_thread(sniff, spooled.head)
+        if kind not in IMAGE_TYPES:
+            raise UnsupportedMedia(
+                f"/media processes JPEG, PNG, WebP and GIF images, not {kind}:"
+                " use PUT /upload to store it as it is"
+            )
+        fresh, cleaned = await _cleaned(deps, spooled)
+        cleaned_facts.append(cleaned)
+        return fresh
+
+    stored = await uploads.receive(
+        request, uploads.request_body(request), pubkey=event.pubkey, check=clean, facts_of=cleaned_facts
+    )
+    descriptor = deps.links.descriptor(stored.file, original=originals[-1])
+    return web.json_response(descriptor, status=201 if stored.blob_created else 200)
+
+
+async def _cleaned(deps: Deps, spooled: Spooled) -> tuple[Spooled, ImageFacts]:
+    """The cleaned copy of an image, spooled as a new upload; the original's spool is discarded."""
+    made: tuple[int, Path] | None = None
+    source = spooled.path
+    if source is None:
+        assert spooled.data is not None
+        made = await asyncio.to_thread(create_spool, deps.staging_dir)
+        source = made[1]
+        await asyncio.to_thread(uploads.write_all, made[0], spooled.data)
+    dest_fd, dest = await asyncio.to_thread(create_spool, deps.staging_dir)
+    try:
+        cleaned = await deps.images.clean(source, dest)
+        fresh = await ingest.spool_file(
+            dest,
+            max_bytes=deps.settings.max_upload_bytes,
+            staging_dir=deps.staging_dir,
+            threads=deps.ingest_threads,
+        )
+    finally:
+        remove_spool(dest_fd, dest)
+        if made is not None:
+            remove_spool(*made)
+    spooled.discard()
+    return fresh, cleaned.facts
+
+
+async def check_media(request: web.Request) -> web.Response:
+    """HEAD /media (BUD-05): would `PUT /media` of this image be accepted now? `X-Content-Type`, when
+    sent, must be an image type it processes (415 otherwise)."""
+    kind = (request.headers.get("X-Content-Type") or "").split(";")[0].strip().lower()
+    if kind and kind not in IMAGE_TYPES:
+        raise UnsupportedMedia(f"/media processes JPEG, PNG, WebP and GIF images, not {kind}")
+    return await _check(request, Verb.MEDIA)
 
 
 async def mirror(request: web.Request) -> web.Response:

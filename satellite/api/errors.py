@@ -62,6 +62,8 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.QueueFull: Answer(503, retry_after=60),
     errors.OriginRefused: Answer(400),
     errors.OriginUnreachable: Answer(502),
+    errors.UnsupportedMedia: Answer(415),
+    errors.UnprocessableMedia: Answer(422),
     errors.OfferUnavailable: Answer(400),
     errors.LightningUnavailable: Answer(503, retry_after=5),
     errors.LightningMisbehaved: Answer(502),

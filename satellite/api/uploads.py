@@ -5,6 +5,7 @@ no further than the account's room, and the commit decides (`satellite.items`)."
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -12,10 +13,14 @@ from aiohttp import web
 
 from satellite import ingest, items
 from satellite.billing.balance import room_now
-from satellite.deps import DEPS
+from satellite.db import files
+from satellite.deps import DEPS, Deps
 from satellite.errors import InvalidUpload, SlowBody
+from satellite.imaging import IMAGE_TYPES, ImageFacts
 from satellite.ingest import ByteSource, Spooled
+from satellite.media_type import sniff
 from satellite.request_state import BYTES_RECEIVED
+from satellite.staging import create_spool, remove_spool
 
 # Runs on the complete body before it is stored: raises to refuse it (a hash the token does not
 # name; the body is then discarded here), or returns what to store, the body itself or an upload in
@@ -53,9 +58,12 @@ async def receive(
     label: str | None = None,
     check: Check | None = None,
     on_spool_error: Callable[[Exception], Exception] | None = None,
+    facts_of: list[ImageFacts] | None = None,
 ) -> items.Stored:
     """Refuse at once what cannot fit, spool the body, let `check` refuse or replace it, then commit.
-    `on_spool_error` turns a failure reading the body into another (an origin's, for a mirror)."""
+    `on_spool_error` turns a failure reading the body into another (an origin's, for a mirror). An image
+    is described (NIP-94 `dim`, `blurhash`) before the commit, unless `check` put what it knows of
+    the pixels in `facts_of`."""
     deps = request.app[DEPS]
     announced = ingest.announce(
         content_length=body.content_length,
@@ -87,6 +95,11 @@ async def receive(
             except BaseException:
                 spooled.discard()
                 raise
+        try:
+            image = facts_of[-1] if facts_of else await _describe(request.app[DEPS], spooled)
+        except BaseException:
+            spooled.discard()
+            raise
         # The body is complete: finish the commit even if the client goes away now, so a retry finds the
         # file stored instead of a half-done upload (storage without a row).
         return await asyncio.shield(
@@ -99,5 +112,30 @@ async def receive(
                 label=label,
                 now=deps.now(),
                 policy=deps.policy,
+                image=image,
             )
         )
+
+
+async def _describe(deps: Deps, spooled: Spooled) -> ImageFacts | None:
+    """Size and blurhash of an image not described yet (None for anything else, or if its pixels
+    cannot be read in time), from the spool, or from a spool made for it if it came in memory."""
+    if await asyncio.to_thread(sniff, spooled.head) not in IMAGE_TYPES:
+        return None
+    if await files.has_image(deps.pool, spooled.sha256):
+        return None
+    if spooled.path is not None:
+        return await deps.images.describe(spooled.path)
+    assert spooled.data is not None
+    fd, path = await asyncio.to_thread(create_spool, deps.staging_dir)
+    try:
+        await asyncio.to_thread(write_all, fd, spooled.data)
+        return await deps.images.describe(path)
+    finally:
+        remove_spool(fd, path)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -264,3 +264,8 @@ async def list_offset(db: Executor, pubkey: str, *, offset: int, limit: int) -> 
         limit,
     )
     return total, [FileRow(**dict(r)) for r in rows]
+
+
+async def has_image(db: Executor, sha256: str) -> bool:
+    """The blob's pixels were described already."""
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM blob_images WHERE sha256 = $1)", sha256))
