@@ -81,6 +81,10 @@ class UnprocessableMedia(Refused):
     frames), truncated or corrupt, or it took longer than processing may."""
 
 
+class ProcessingBusy(Refused):
+    """Every image worker stayed busy for longer than a job may wait."""
+
+
 class QueueFull(Refused):
     """The server keeps no more of these until the operator has dealt with some (reports)."""
 

@@ -19,7 +19,14 @@ from satellite.api.errors import ApiError
 from satellite.api.media import parse_blob_name
 from satellite.blossom_auth import Verb, names_blob
 from satellite.deps import DEPS, Deps
-from satellite.errors import HashMismatch, NotAuthorised, OriginUnreachable, UnsupportedMedia
+from satellite.errors import (
+    HashMismatch,
+    NotAuthorised,
+    OriginUnreachable,
+    ProcessingBusy,
+    SlowBody,
+    UnsupportedMedia,
+)
 from satellite.imaging import IMAGE_TYPES, ImageFacts
 from satellite.ingest import Spooled
 from satellite.media_type import sniff
@@ -149,8 +156,14 @@ async def _cleaned(deps: Deps, spooled: Spooled) -> tuple[Spooled, ImageFacts]:
         source = made[1]
         await asyncio.to_thread(uploads.write_all, made[0], spooled.data)
     dest_fd, dest = await asyncio.to_thread(create_spool, deps.staging_dir)
+    # A job may wait for a free worker, but not for ever: past twice its own time, the server is busy.
+    waited = 2 * deps.settings.image_timeout_seconds
     try:
-        cleaned = await deps.images.clean(source, dest)
+        try:
+            async with asyncio.timeout(waited):
+                cleaned = await deps.images.clean(source, dest)
+        except TimeoutError:
+            raise ProcessingBusy("image processing is busy: try again shortly") from None
         fresh = await ingest.spool_file(
             dest,
             max_bytes=deps.settings.max_upload_bytes,
@@ -203,15 +216,35 @@ def _mirror_url(body: Any) -> str:
 
 
 async def _json_body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY_BYTES:
-        raise ApiError(413, f"the JSON body may be at most {MAX_JSON_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_JSON_BODY_BYTES + 1)
-    if len(raw) > MAX_JSON_BODY_BYTES:
-        raise ApiError(413, f"the JSON body may be at most {MAX_JSON_BODY_BYTES} bytes")
+    raw = await read_small_body(request, MAX_JSON_BODY_BYTES)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(400, "body is not JSON") from None
+
+
+async def read_small_body(request: web.Request, limit: int) -> bytes:
+    """A small body (a mirror request, a report) whole: at most `limit` bytes (413), complete within
+    the upload pace's window (408)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"the body may be at most {limit} bytes")
+    if request.headers.getall("Content-Encoding", ()) and any(
+        c.strip().lower() != "identity"
+        for v in request.headers.getall("Content-Encoding")
+        for c in v.split(",")
+    ):
+        raise ApiError(415, "Content-Encoding is not accepted: send the body as it is")
+    body = bytearray()
+    window = request.app[DEPS].settings.body_timeout_seconds
+    try:
+        async with asyncio.timeout(window):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(413, f"the body may be at most {limit} bytes")
+    except TimeoutError:
+        raise SlowBody(f"the body did not arrive within {window:g} s") from None
+    return bytes(body)
 
 
 async def delete_blob(request: web.Request) -> web.Response:
@@ -290,11 +323,7 @@ async def report(request: web.Request) -> web.Response:
 
 
 async def _raw_body(request: web.Request) -> str:
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY_BYTES:
-        raise ApiError(413, f"the report may be at most {MAX_JSON_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_JSON_BODY_BYTES + 1)
-    if len(raw) > MAX_JSON_BODY_BYTES:
-        raise ApiError(413, f"the report may be at most {MAX_JSON_BODY_BYTES} bytes")
+    raw = await read_small_body(request, MAX_JSON_BODY_BYTES)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -64,6 +64,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.OriginUnreachable: Answer(502),
     errors.UnsupportedMedia: Answer(415),
     errors.UnprocessableMedia: Answer(422),
+    errors.ProcessingBusy: Answer(503, retry_after=5),
     errors.OfferUnavailable: Answer(400),
     errors.LightningUnavailable: Answer(503, retry_after=5),
     errors.LightningMisbehaved: Answer(502),

@@ -123,7 +123,10 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "the upload must be multipart/form-data with a file field")
     deps = request.app[DEPS]
-    fields, part = await _fields_until_file(await request.multipart())
+    try:
+        fields, part = await _fields_until_file(await request.multipart())
+    except (ValueError, AssertionError, RuntimeError) as exc:  # aiohttp's words for a broken form
+        raise ApiError(400, f"the form cannot be read: {exc}") from exc
     announced = fields.get("size", "").strip()
     if announced.isascii() and announced.isdigit() and int(announced) > deps.settings.max_upload_bytes:
         raise TooLarge(f"upload exceeds the limit of {deps.settings.max_upload_bytes} bytes")

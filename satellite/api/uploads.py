@@ -9,6 +9,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
 from satellite import ingest, items
@@ -21,6 +22,10 @@ from satellite.ingest import ByteSource, Spooled
 from satellite.media_type import sniff
 from satellite.request_state import BYTES_RECEIVED
 from satellite.staging import create_spool, remove_spool
+
+DESCRIBE_WAIT_SECONDS = 5.0
+
+log = structlog.get_logger("satellite.uploads")
 
 # Runs on the complete body before it is stored: raises to refuse it (a hash the token does not
 # name; the body is then discarded here), or returns what to store, the body itself or an upload in
@@ -124,15 +129,21 @@ async def _describe(deps: Deps, spooled: Spooled) -> ImageFacts | None:
         return None
     if await files.has_image(deps.pool, spooled.sha256):
         return None
-    if spooled.path is not None:
-        return await deps.images.describe(spooled.path)
-    assert spooled.data is not None
-    fd, path = await asyncio.to_thread(create_spool, deps.staging_dir)
+    # Best effort: an upload waits at most this long for what describes it, its processing included.
     try:
-        await asyncio.to_thread(write_all, fd, spooled.data)
-        return await deps.images.describe(path)
-    finally:
-        remove_spool(fd, path)
+        async with asyncio.timeout(DESCRIBE_WAIT_SECONDS):
+            if spooled.path is not None:
+                return await deps.images.describe(spooled.path)
+            assert spooled.data is not None
+            fd, path = await asyncio.to_thread(create_spool, deps.staging_dir)
+            try:
+                await asyncio.to_thread(write_all, fd, spooled.data)
+                return await deps.images.describe(path)
+            finally:
+                remove_spool(fd, path)
+    except TimeoutError:
+        log.warning("image not described in time", sha256=spooled.sha256, seconds=DESCRIBE_WAIT_SECONDS)
+        return None
 
 
 def write_all(fd: int, data: bytes) -> None:
