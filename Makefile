@@ -1,9 +1,11 @@
-# Two commands matter: `make run` and `make test` (ruff, mypy, pytest). Both create the virtualenv on first use.
+# Two commands matter: `make run` and `make test` (ruff, mypy, pytest). Both create the virtualenv on first use;
+# `make test` also installs the npm packages some tests drive the server with (tests/js, from its lockfile).
 # Settings are environment variables; `make run PORT=8123 DATA_DIR=/some/dir` passes them through.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+JS := tests/js
 
 .PHONY: run test lint format migrate clean bench bench-abuse
 
@@ -18,13 +20,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
+$(JS)/node_modules/.package-lock.json: $(JS)/package-lock.json
+	npm ci --no-audit --no-fund --prefix $(JS)
+	touch $@
+
 run: $(VENV)/.installed
 	$(BIN)/satellite serve
 
 migrate: $(VENV)/.installed
 	$(BIN)/satellite migrate
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(JS)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -47,4 +53,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis $(JS)/node_modules

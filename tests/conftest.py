@@ -160,8 +160,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 class GuardedTestServer(TestServer):
     """The app behind the same connection layer as `satellite serve`."""
 
-    def __init__(self, app, settings: Settings) -> None:
-        super().__init__(app)
+    def __init__(self, app, settings: Settings, **options) -> None:
+        super().__init__(app, **options)
         self.limits = ConnectionLimits.from_settings(settings)
 
     async def _make_runner(self, **kwargs) -> BaseRunner:
@@ -170,10 +170,12 @@ class GuardedTestServer(TestServer):
 
 @pytest.fixture
 async def make_client(aiohttp_client, db, clock: FakeClock):
-    """Build a test client for the app with the given settings (real HTTP on loopback)."""
+    """Build a test client for the app with the given settings (real HTTP on loopback). `server_options`
+    go to aiohttp's TestServer: e.g. a `socket_factory` handing it a socket bound beforehand, for a test
+    whose settings must name the server's own address."""
 
-    async def make(settings: Settings):
-        server = GuardedTestServer(create_app(settings, clock=clock), settings)
+    async def make(settings: Settings, **server_options):
+        server = GuardedTestServer(create_app(settings, clock=clock), settings, **server_options)
         # access_log=None as `satellite serve` runs it: aiohttp's own access log would print query strings.
         await server.start_server(access_log=None, **HTTP_LIMITS)
         return await aiohttp_client(server)

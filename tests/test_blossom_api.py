@@ -3,6 +3,7 @@ delete and list, BUD-09 report, and Satellite's account routes on Blossom auth."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -389,3 +390,60 @@ async def test_credit_takes_a_token_with_gb_months(client, user):
     assert resp.status == 200, await resp.text()
     offer = await resp.json()
     assert offer["amount"] > 0 and offer["offer"]["kind"] == 9733
+
+
+# --- Attacks -----------------------------------------------------------------------------------------------
+
+
+async def test_twenty_concurrent_uploads_store_only_what_the_credit_covers(make_client, settings, db, clock):
+    """The room check is in the commit: 20 Blossom uploads at once, credit for 3 of them."""
+    clock.freeze()
+    update = {"free_storage_bytes": 0, "max_concurrent_uploads_per_pubkey": 32}
+    client = await make_client(settings.model_copy(update=update))
+    key = SecretKey.generate()
+    size = 4096
+    await db.execute(
+        "INSERT INTO accounts (pubkey, credit_byte_seconds, usage_byte_seconds, storage_bytes,"
+        " usage_updated_at, created_at) VALUES ($1, $2, 0, 0, to_timestamp($3), to_timestamp($3))",
+        key.pubkey,
+        3 * size * 86400,
+        clock(),
+    )
+    bodies = [b"%PDF-1.4\n" + bytes([i]) * (size - 9) for i in range(20)]
+    statuses = await asyncio.gather(*(put_upload(client, key, body) for body in bodies))
+    codes = sorted(r.status for r in statuses)
+    assert codes == [201] * 3 + [402] * 17, codes
+    assert await db.fetchval("SELECT storage_bytes FROM accounts WHERE pubkey = $1", key.pubkey) == 3 * size
+    assert await db.fetchval("SELECT count(*) FROM blobs") == 3  # refused bytes were taken back
+
+
+async def test_a_report_sent_slowly_is_cut_off(make_client, settings):
+    client = await make_client(settings.model_copy(update={"body_timeout_seconds": 0.5}))
+    answered = asyncio.Event()
+
+    async def trickle():
+        yield b'{"kind": 1984,'
+        await answered.wait()  # never sends the rest while the server waits
+
+    task = asyncio.ensure_future(client.put("/report", data=trickle()))
+    try:
+        resp = await asyncio.wait_for(asyncio.shield(task), 10)
+    finally:
+        answered.set()
+    assert resp.status == 408
+
+
+async def test_a_report_arriving_in_many_pieces_is_read_whole(client):
+    key = SecretKey.generate()
+    event = json.dumps(
+        key.sign_event(
+            kind=1984, content="x" * 2000, tags=[["x", SHA]], created_at=int(time.time())
+        ).to_dict()
+    )
+
+    async def pieces():
+        for i in range(0, len(event), 7):
+            yield event[i : i + 7].encode()
+
+    resp = await client.put("/report", data=pieces())
+    assert resp.status == 200, await resp.text()
