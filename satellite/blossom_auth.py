@@ -12,6 +12,8 @@ import binascii
 from dataclasses import dataclass
 from enum import StrEnum
 
+from yarl import URL
+
 from satellite.auth import MAX_AUTH_CHARS
 from satellite.nostr.event import Event, EventError, is_hex, parse_event, verify
 
@@ -142,7 +144,5 @@ def names_blob(event: Event, sha256: str) -> bool:
 
 def domain_of(public_url: str) -> str:
     """The bare lowercase host a `server` tag names, from the server's public URL."""
-    from yarl import URL
-
     host = URL(public_url).host or ""
     return host.lower().rstrip(".")

@@ -18,6 +18,7 @@ from satellite.api.auth_param import authorize_token
 from satellite.api.errors import ApiError
 from satellite.api.media import parse_blob_name
 from satellite.blossom_auth import Verb, names_blob
+from satellite.db import files
 from satellite.deps import DEPS, Deps
 from satellite.errors import (
     HashMismatch,
@@ -283,8 +284,6 @@ def _query_time(request: web.Request, name: str) -> datetime | None:
 async def list_blobs(request: web.Request) -> web.Response:
     """GET /list/<pubkey> (BUD-12): the owner's blobs, newest first, after `cursor`, at most `limit`.
     A list is private: only a token of that pubkey may read it."""
-    from satellite.db import files
-
     pubkey = request.match_info["pubkey"]
     if not is_hex(pubkey, 64):
         raise ApiError(400, "the pubkey in the path must be 64 lowercase hex characters")

@@ -14,6 +14,7 @@ from satellite.api import uploads
 from satellite.api.auth_param import MAX_NAME_CHARS, authorize_http
 from satellite.api.errors import ApiError
 from satellite.api.media import parse_blob_name
+from satellite.db import files
 from satellite.deps import DEPS, Deps
 from satellite.errors import NotAuthorised, TooLarge
 from satellite.ingest import Spooled
@@ -185,8 +186,6 @@ def _query_int(request: web.Request, name: str, default: int, high: int) -> int:
 
 async def list_files(request: web.Request) -> web.Response:
     """GET /n96?page=&count=: the caller's files, newest first."""
-    from satellite.db import files
-
     request[NIP96_ERRORS] = True
     page = _query_int(request, "page", 0, 10**8)
     count = max(1, _query_int(request, "count", PAGE_DEFAULT, 10**6))
