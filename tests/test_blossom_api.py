@@ -290,6 +290,24 @@ async def test_delete_removes_the_callers_file_and_the_blob_with_its_last_owner(
     assert await db.fetchval("SELECT count(*) FROM blobs") == 0
 
 
+async def test_several_x_tags_never_delete_several_blobs(client, user):
+    other = b"%PDF-1.4\n another file"
+    await put_upload(client, user)
+    await put_upload(client, user, other)
+    resp = await client.delete(f"/{SHA}", headers=blossom_header(user, "delete", x=[SHA, sha(other)]))
+    assert resp.status == 200
+    assert (await client.head(f"/{SHA}")).status == 404
+    assert (await client.head(f"/{sha(other)}")).status == 200
+
+
+async def test_an_unknown_type_is_served_as_octet_stream(client, user):
+    body = hashlib.shake_256(b"no known signature").digest(2000)
+    await client.put("/upload", data=body, headers=blossom_header(user, "upload", x=[sha(body)]))
+    for method in ("GET", "HEAD"):
+        resp = await client.request(method, f"/{sha(body)}.png")
+        assert resp.headers["Content-Type"] == "application/octet-stream"  # not what the extension says
+
+
 async def test_list_is_newest_first_and_pages_by_cursor(client, user, clock):
     bodies = [b"%PDF-1.4\n" + bytes([i]) * 300 for i in range(5)]
     for body in bodies:

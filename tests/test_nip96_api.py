@@ -145,7 +145,12 @@ async def test_list_and_delete_need_their_own_event(client, user):
     theirs = await client.delete(
         f"/n96/{SHA}", headers=nip98_header(stranger, f"{PUBLIC}/n96/{SHA}", "DELETE")
     )
-    assert theirs.status == 404
+    assert theirs.status == 403  # NIP-96: someone else's file
+    unknown = "8" * 64
+    nothing = await client.delete(
+        f"/n96/{unknown}", headers=nip98_header(stranger, f"{PUBLIC}/n96/{unknown}", "DELETE")
+    )
+    assert nothing.status == 404
     assert (await client.get(f"/{SHA}")).status == 200
 
 

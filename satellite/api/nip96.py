@@ -16,7 +16,7 @@ from satellite.api.errors import ApiError
 from satellite.api.media import parse_blob_name
 from satellite.db import files
 from satellite.deps import DEPS, Deps
-from satellite.errors import NotAuthorised, TooLarge
+from satellite.errors import NotAuthorised, NotOwned, TooLarge
 from satellite.ingest import Spooled
 from satellite.links import nip94_tags
 from satellite.nip98 import payload_matches
@@ -161,16 +161,21 @@ async def delete(request: web.Request) -> web.Response:
     sha256, _ = parse_blob_name(request.match_info["name"])
     event = await authorize_http(request)
     deps = request.app[DEPS]
-    await asyncio.shield(
-        items.delete_item(
-            pool=deps.pool,
-            storage=deps.storage,
-            pubkey=event.pubkey,
-            sha256=sha256,
-            now=deps.now(),
-            policy=deps.policy,
+    try:
+        await asyncio.shield(
+            items.delete_item(
+                pool=deps.pool,
+                storage=deps.storage,
+                pubkey=event.pubkey,
+                sha256=sha256,
+                now=deps.now(),
+                policy=deps.policy,
+            )
         )
-    )
+    except NotOwned:
+        if await files.get_blob(deps.pool, sha256) is not None:  # NIP-96: another's file is 403
+            raise NotAuthorised("this file is not yours: only its uploaders may delete it") from None
+        raise
     deps.blob_cache.invalidate(sha256)
     return web.json_response({"status": "success", "message": "File deleted."})
 
