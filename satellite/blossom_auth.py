@@ -60,7 +60,7 @@ def decode_header(header: str | None) -> str:
     """The token's JSON text from `Nostr <base64url or base64>`."""
     if header is None or not header.strip():
         raise TokenMissing(
-            "authorization required: send a signed kind 24242 token as 'Authorization: Nostr …'"
+            "authorization required: send a signed kind 24242 token as 'Authorization: Nostr ...'"
         )
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != SCHEME:

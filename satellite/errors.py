@@ -85,6 +85,10 @@ class ProcessingBusy(Refused):
     """Every image worker stayed busy for longer than a job may wait."""
 
 
+class NothingToReport(Refused):
+    """A report about nothing this server has."""
+
+
 class QueueFull(Refused):
     """The server keeps no more of these until the operator has dealt with some (reports)."""
 

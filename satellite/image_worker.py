@@ -141,7 +141,10 @@ class ImageWorker:
             worker.connection.send((function, args))
             async with asyncio.timeout(self.timeout_seconds):
                 await _readable(worker.connection)
-            reply = json.loads(worker.connection.recv_bytes(_MAX_REPLY_BYTES))
+                # Read in a thread, within the limit: a worker that starts an answer and stops would
+                # otherwise hold the event loop (it is killed on the timeout, which ends the read).
+                raw = await asyncio.to_thread(worker.connection.recv_bytes, _MAX_REPLY_BYTES)
+            reply = json.loads(raw)
         except TimeoutError:
             log.warning(
                 "image processing took too long; its worker is stopped",

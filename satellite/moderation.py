@@ -19,7 +19,7 @@ from satellite import items
 from satellite.billing.policy import AccountPolicy
 from satellite.db import blocklist, overview, reports
 from satellite.db.blocklist import Kind
-from satellite.errors import QueueFull
+from satellite.errors import NothingToReport, QueueFull
 from satellite.nostr.nip56 import Report
 from satellite.storage.base import BlobStorage
 
@@ -83,22 +83,32 @@ async def affected(pool: asyncpg.Pool, *, kind: Kind, value: str) -> list[str]:
     return await overview.file_hashes(pool, value)
 
 
-async def file_report(pool: asyncpg.Pool, report: Report, *, now: datetime, max_open: int) -> int:
-    """Keep a report for `satellite reports`: one row per target, the same report twice adds nothing.
-    QueueFull once `max_open` reports wait (what anyone may make the server keep is bounded). How
-    many rows are new."""
+# Open reports kept about any one blob or account: more say nothing the operator does not know.
+REPORTS_PER_TARGET = 20
+
+
+async def file_report(pool: asyncpg.Pool, report: Report, *, now: datetime, max_open: int) -> tuple[int, int]:
+    """Keep a report for `satellite reports`: one row per target this server has (a stored or blocked
+    blob, an account), at most REPORTS_PER_TARGET open about each; the same report twice adds nothing.
+    NothingToReport if it names nothing here; QueueFull once `max_open` reports wait. (targets kept,
+    rows new)."""
     async with pool.acquire() as conn, conn.transaction():
+        known = await reports.known_targets(conn, [(t.kind, t.value) for t in report.targets])
+        targets = [t for t in report.targets if (t.kind, t.value) in known]
+        if not any(t.kind == "sha256" for t in targets):
+            raise NothingToReport("no blob this report names is stored on this server")
         if await reports.open_count(conn, lock=True) >= max_open:
             raise QueueFull("this server keeps no more reports until its operator has read some")
         added = await reports.insert(
             conn,
             event_id=report.event.id,
-            targets=[(t.kind, t.value, t.report_type) for t in report.targets],
+            targets=[(t.kind, t.value, t.report_type) for t in targets],
             reporter=report.event.pubkey,
             content=report.event.content,
             event=report.raw,
             received_at=now,
+            per_target=REPORTS_PER_TARGET,
         )
     if added:
         log.info("report received", event_id=report.event.id, reporter=report.event.pubkey, targets=added)
-    return added
+    return len(targets), added

@@ -93,6 +93,9 @@ async def _serve_app(settings: Settings, *, reuse_port: bool) -> None:
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_seconds,
+        # A handler whose client went away is cancelled (what must finish is shielded: a commit, a
+        # delete), so an abandoned mirror stops fetching and frees its slot at once.
+        handler_cancellation=True,
         **HTTP_LIMITS,  # passed through to each connection's request handler
     )
     cleanups: list[web.AppRunner] = []

@@ -38,6 +38,7 @@ TABLES = (
     "rate_buckets",
     "upload_leases",
     "reports",
+    "report_events",
     "meter_allowance",
 )
 

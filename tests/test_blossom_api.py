@@ -346,6 +346,7 @@ async def test_list_refuses_another_pubkey_and_bad_parameters(client, user):
 
 
 async def test_a_report_is_kept_for_the_operator_once(client, user, db):
+    await put_upload(client, user)
     reporter = SecretKey.generate()
     event = reporter.sign_event(
         kind=1984,
@@ -358,8 +359,29 @@ async def test_a_report_is_kept_for_the_operator_once(client, user, db):
     again = await client.put("/report", data=json.dumps(event))
     assert again.status == 200 and (await again.json())["new"] == 0
     rows = await db.fetch("SELECT target, report_type, reporter FROM reports ORDER BY target")
-    assert [(r["target"], r["report_type"]) for r in rows] == [("4" * 64, "other"), (SHA, "malware")]
+    assert [(r["target"], r["report_type"]) for r in rows] == [(SHA, "malware")]  # not stored here: not kept
     assert {r["reporter"] for r in rows} == {reporter.pubkey}
+    kept = await db.fetchval("SELECT event FROM report_events WHERE event_id = $1", event["id"])
+    assert json.loads(kept)["sig"] == event["sig"]  # the signed event, once
+
+
+async def test_a_report_about_nothing_stored_here_is_404_and_kept_nowhere(client, db):
+    key = SecretKey.generate()
+    event = key.sign_event(kind=1984, content="", tags=[["x", "4" * 64]], created_at=int(time.time()))
+    resp = await client.put("/report", data=json.dumps(event.to_dict()))
+    assert resp.status == 404
+    assert await db.fetchval("SELECT count(*) FROM reports") == 0
+
+
+async def test_reports_about_one_blob_stop_at_twenty(client, user, db):
+    await put_upload(client, user)
+    statuses = []
+    for _ in range(22):
+        key = SecretKey.generate()
+        event = key.sign_event(kind=1984, content="", tags=[["x", SHA]], created_at=int(time.time()))
+        statuses.append((await (await client.put("/report", data=json.dumps(event.to_dict()))).json())["new"])
+    assert statuses == [1] * 20 + [0] * 2
+    assert await db.fetchval("SELECT count(*) FROM reports") == 20
 
 
 async def test_bad_reports_are_400(client, db):
@@ -377,11 +399,12 @@ async def test_bad_reports_are_400(client, db):
     assert await db.fetchval("SELECT count(*) FROM reports") == 0
 
 
-async def test_reports_stop_at_the_cap(make_client, settings, db):
+async def test_reports_stop_at_the_cap(make_client, settings, db, user):
     client = await make_client(settings.model_copy(update={"max_open_reports": 2}))
+    await put_upload(client, user)
     for i in range(3):
         key = SecretKey.generate()
-        event = key.sign_event(kind=1984, content="", tags=[["x", f"{i}" * 64]], created_at=int(time.time()))
+        event = key.sign_event(kind=1984, content="", tags=[["x", SHA]], created_at=int(time.time()))
         resp = await client.put("/report", data=json.dumps(event.to_dict()))
         assert resp.status == (200 if i < 2 else 503)
     assert await db.fetchval("SELECT count(*) FROM reports") == 2
@@ -451,7 +474,8 @@ async def test_a_report_sent_slowly_is_cut_off(make_client, settings):
     assert resp.status == 408
 
 
-async def test_a_report_arriving_in_many_pieces_is_read_whole(client):
+async def test_a_report_arriving_in_many_pieces_is_read_whole(client, user):
+    await put_upload(client, user)
     key = SecretKey.generate()
     event = json.dumps(
         key.sign_event(

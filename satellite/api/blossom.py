@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from satellite import ingest, items, moderation
 from satellite.api import uploads
@@ -21,6 +24,7 @@ from satellite.blossom_auth import Verb, names_blob
 from satellite.db import files
 from satellite.deps import DEPS, Deps
 from satellite.errors import (
+    ContentBlocked,
     HashMismatch,
     NotAuthorised,
     OriginUnreachable,
@@ -87,7 +91,11 @@ async def upload(request: web.Request) -> web.Response:
     announced = sha256_header(request)
     event = await authorize_token(request, Verb.UPLOAD, blob=announced, blob_required=True)
     stored = await uploads.receive(
-        request, uploads.request_body(request), pubkey=event.pubkey, check=hash_check(event, announced)
+        request,
+        uploads.request_body(request),
+        pubkey=event.pubkey,
+        check=hash_check(event, announced),
+        sha256=announced,
     )
     return _created(request.app[DEPS], stored)
 
@@ -129,6 +137,8 @@ async def media(request: web.Request) -> web.Response:
 
     async def clean(spooled: Spooled) -> Spooled:
         await named(spooled)  # the token names the original
+        if await files.is_blocked(deps.pool, spooled.sha256):  # blocked as sent, whatever a copy hashes to
+            raise ContentBlocked("this content is blocked on this server")
         originals.append(spooled.sha256)
         kind = await asyncio.to_thread(sniff, spooled.head)
         if kind not in IMAGE_TYPES:
@@ -194,19 +204,30 @@ async def mirror(request: web.Request) -> web.Response:
     event = await authorize_token(request, Verb.UPLOAD, blob_required=True)
     url = _mirror_url(await _json_body(request))
     deps = request.app[DEPS]
-    async with open_origin(url, deps.fetch_rules) as origin:
-        body = uploads.Body(
-            stream=origin.response.content,
-            content_length=origin.content_length,
-        )
-        stored = await uploads.receive(
-            request,
-            body,
-            pubkey=event.pubkey,
-            check=hash_check(event, None, mirrored=True),
-            on_spool_error=lambda exc: OriginUnreachable(f"the origin's body could not be read: {exc}"),
-        )
+
+    @asynccontextmanager
+    async def fetched() -> AsyncIterator[uploads.Body]:
+        async with open_origin(url, deps.fetch_rules) as origin:
+            # The URL's last segment names the file: its extension refines a type the bytes leave open.
+            yield uploads.Body(
+                stream=origin.response.content,
+                content_length=origin.content_length,
+                name=_url_name(origin.url),
+            )
+
+    stored = await uploads.receive(
+        request,
+        fetched,
+        pubkey=event.pubkey,
+        check=hash_check(event, None, mirrored=True),
+        on_spool_error=lambda exc: OriginUnreachable(f"the origin's body could not be read: {exc}"),
+    )
     return _created(deps, stored)
+
+
+def _url_name(url: str) -> str | None:
+    name = URL(url).name
+    return name if name and len(name) <= 255 and name.isprintable() and "\\" not in name else None
 
 
 def _mirror_url(body: Any) -> str:
@@ -315,10 +336,10 @@ async def report(request: web.Request) -> web.Response:
         raise ApiError(400, exc.reason) from exc
     request[PUBKEY] = parsed.event.pubkey
     await deps.throttle.admitted(client, parsed.event.pubkey, Metered.OTHER)
-    added = await moderation.file_report(
+    kept, added = await moderation.file_report(
         deps.pool, parsed, now=deps.now(), max_open=deps.settings.max_open_reports
     )
-    return web.json_response({"received": True, "targets": len(parsed.targets), "new": added})
+    return web.json_response({"received": True, "targets": kept, "new": added})
 
 
 async def _raw_body(request: web.Request) -> str:

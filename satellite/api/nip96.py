@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from satellite import items
 from satellite.api import uploads
@@ -16,7 +17,7 @@ from satellite.api.errors import ApiError
 from satellite.api.media import parse_blob_name
 from satellite.db import files
 from satellite.deps import DEPS, Deps
-from satellite.errors import NotAuthorised, NotOwned, TooLarge
+from satellite.errors import InvalidUpload, NotAuthorised, NotOwned, SlowBody, TooLarge
 from satellite.ingest import Spooled
 from satellite.links import nip94_tags
 from satellite.nip98 import payload_matches
@@ -92,13 +93,21 @@ async def _fields_until_file(reader: Any) -> tuple[dict[str, str], BodyPartReade
 
 
 class _PartStream:
-    """A form part read as an upload body."""
+    """A form part read as an upload body. The part ends at its boundary: a body that ends before the
+    form's closing boundary was cut off, and so is the file."""
 
-    def __init__(self, part: BodyPartReader) -> None:
+    def __init__(self, part: BodyPartReader, request: web.Request) -> None:
         self._part = part
+        self._request = request
 
     async def read(self, n: int = -1, /) -> bytes:
-        return await self._part.read_chunk(n if n > 0 else 1024 * 1024)
+        try:
+            chunk = await self._part.read_chunk(n if n > 0 else 1024 * 1024)
+        except (ValueError, AssertionError, HttpProcessingError):
+            raise InvalidUpload("the form is malformed") from None
+        if not chunk and self._request.content.at_eof():
+            raise InvalidUpload("the form ended before its closing boundary: the file is incomplete")
+        return chunk
 
 
 def _file_name(part: BodyPartReader) -> str | None:
@@ -124,10 +133,19 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "the upload must be multipart/form-data with a file field")
     deps = request.app[DEPS]
+    window = deps.settings.body_timeout_seconds
     try:
-        fields, part = await _fields_until_file(await request.multipart())
-    except (ValueError, AssertionError, RuntimeError) as exc:  # aiohttp's words for a broken form
-        raise ApiError(400, f"the form cannot be read: {exc}") from exc
+        async with asyncio.timeout(window):  # the fields before the file are small: no trickling them
+            fields, part = await _fields_until_file(await request.multipart())
+    except TimeoutError:
+        raise SlowBody(f"the form's fields did not arrive within {window:g} s") from None
+    except (
+        ValueError,
+        AssertionError,
+        RuntimeError,
+        HttpProcessingError,
+    ):  # aiohttp's words for a broken form
+        raise ApiError(400, "the form is malformed: it is not multipart/form-data as sent") from None
     announced = fields.get("size", "").strip()
     if announced.isascii() and announced.isdigit() and int(announced) > deps.settings.max_upload_bytes:
         raise TooLarge(f"upload exceeds the limit of {deps.settings.max_upload_bytes} bytes")
@@ -138,7 +156,7 @@ async def upload(request: web.Request) -> web.Response:
         return spooled
 
     body = uploads.Body(
-        stream=_PartStream(part),
+        stream=_PartStream(part, request),
         content_length=None,
         content_encodings=part.headers.getall("Content-Encoding", ()),
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from satellite import ingest, items
 from satellite.billing.balance import room_now
+from satellite.billing.policy import Room
 from satellite.db import files
 from satellite.deps import DEPS, Deps
 from satellite.errors import InvalidUpload, SlowBody
@@ -42,6 +44,7 @@ class Body:
     content_encodings: Iterable[str] = ()
     transfer_encodings: Iterable[str] = ()
     declared_size: int | None = None
+    name: str | None = None  # the file's name where the source gives one (a mirror's URL)
 
 
 def request_body(request: web.Request, declared_size: int | None = None) -> Body:
@@ -54,9 +57,28 @@ def request_body(request: web.Request, declared_size: int | None = None) -> Body
     )
 
 
+# Opens a body that must be fetched (a mirror's origin) once the account is known to have room.
+Opener = Callable[[], AbstractAsyncContextManager[Body]]
+
+
+@asynccontextmanager
+async def _ready(body: Body) -> AsyncIterator[Body]:
+    yield body
+
+
+def _announce(deps: Deps, body: Body) -> ingest.Announced:
+    return ingest.announce(
+        content_length=body.content_length,
+        content_encodings=body.content_encodings,
+        transfer_encodings=body.transfer_encodings,
+        declared_size=body.declared_size,
+        max_bytes=deps.settings.max_upload_bytes,
+    )
+
+
 async def receive(
     request: web.Request,
-    body: Body,
+    body: Body | Opener,
     *,
     pubkey: str,
     name: str | None = None,
@@ -64,27 +86,35 @@ async def receive(
     check: Check | None = None,
     on_spool_error: Callable[[Exception], Exception] | None = None,
     facts_of: list[ImageFacts] | None = None,
+    sha256: str | None = None,
 ) -> items.Stored:
     """Refuse at once what cannot fit, spool the body, let `check` refuse or replace it, then commit.
-    `on_spool_error` turns a failure reading the body into another (an origin's, for a mirror). An image
-    is described (NIP-94 `dim`, `blurhash`) before the commit, unless `check` put what it knows of
-    the pixels in `facts_of`."""
+
+    - `body` is the request's, or an opener for one to fetch, opened only if the account has room for
+      a byte and holds an upload slot (an account that can store nothing makes no one be fetched);
+      an opened body's `name`, if any, names the file.
+    - `sha256` is the hash the client says the body has (X-SHA-256): a blob the account already owns
+      is not held to the room, since storing it again adds nothing (the commit decides, as always).
+    - `on_spool_error` turns a failure reading the body into another (an origin's, for a mirror).
+    - An image is described (NIP-94 `dim`, `blurhash`) before the commit, unless `check` put what it
+      knows of the pixels in `facts_of`."""
     deps = request.app[DEPS]
-    announced = ingest.announce(
-        content_length=body.content_length,
-        content_encodings=body.content_encodings,
-        transfer_encodings=body.transfer_encodings,
-        declared_size=body.declared_size,
-        max_bytes=deps.settings.max_upload_bytes,
-    )
+    announced = _announce(deps, body) if isinstance(body, Body) else None  # before any database call
     # Refused before the body is read if it cannot fit, and read no further than the account's room;
     # the binding check is part of the commit.
-    room = await room_now(deps.pool, pubkey, deps.now(), deps.policy)
-    async with deps.throttle.upload_slot(pubkey):
+    room: Room | None = await room_now(deps.pool, pubkey, deps.now(), deps.policy)
+    if sha256 is not None and await files.get_file(deps.pool, pubkey, sha256) is not None:
+        room = None
+    if room is not None and announced is None:
+        room.check(1)
+    opener = _ready(body) if isinstance(body, Body) else body()
+    async with deps.throttle.upload_slot(pubkey), opener as opened:
+        if announced is None:
+            announced = _announce(deps, opened)
         try:
             spooled = await ingest.spool(
-                body.stream,
-                announced.within(room),
+                opened.stream,
+                announced if room is None else announced.within(room),
                 staging_dir=deps.staging_dir,
                 threads=deps.ingest_threads,
                 pace=deps.settings.body_pace,
@@ -113,7 +143,7 @@ async def receive(
                 storage=deps.storage,
                 spooled=spooled,
                 pubkey=pubkey,
-                name=name,
+                name=name if name is not None else opened.name,
                 label=label,
                 now=deps.now(),
                 policy=deps.policy,

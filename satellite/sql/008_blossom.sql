@@ -11,3 +11,12 @@ CREATE TABLE blob_images (
     height   integer NOT NULL CHECK (height > 0),
     blurhash text NOT NULL CHECK (length(blurhash) BETWEEN 6 AND 100)
 );
+
+-- A report's signed event, kept once however many targets it names (sql/007 kept it in every row).
+CREATE TABLE report_events (
+    event_id    text PRIMARY KEY CHECK (event_id ~ '^[0-9a-f]{64}$'),
+    event       jsonb NOT NULL,
+    received_at timestamptz NOT NULL
+);
+ALTER TABLE reports ALTER COLUMN event DROP NOT NULL;
+CREATE INDEX reports_open_by_target ON reports (target_kind, target) WHERE resolved_at IS NULL;
