@@ -30,11 +30,15 @@ run: $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/satellite migrate
 
+# The suite runs in TEST_WORKERS processes (each with a database of its own), a test file per process at
+# a time; TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-dev $(JS)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
