@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -71,28 +72,19 @@ async def authorize_token(
     token is a 401 (a Blossom client adds one only after a 401) and spends nothing; a refused token is
     a 401 and a failure of the client's address; a rate limit is a 429. Tokens are not spent."""
     deps = request.app[DEPS]
-    client = request[CLIENT_KEY]
-    metered = metered or VERB_METERED.get(verb, Metered.OTHER)
-    deps.throttle.screen(client, metered)
     header = request.headers.get("Authorization")
-    try:
-        event = check_token(
+    return await _header_auth(
+        request,
+        metered or VERB_METERED.get(verb, Metered.OTHER),
+        lambda: check_token(
             header,
             verb,
             now=int(deps.clock()),
             rules=deps.token_rules,
             blob=blob,
             blob_required=blob_required,
-        )
-    except TokenMissing as exc:
-        raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
-    except TokenRefused as exc:
-        request.app[METRICS].auth_failures.labels(auth_failure_kind(exc.reason)).inc()
-        await deps.throttle.failed(client)
-        raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
-    request[PUBKEY] = event.pubkey
-    await deps.throttle.admitted(client, event.pubkey, metered)
-    return event
+        ),
+    )
 
 
 async def authorize_http(request: web.Request) -> Event:
@@ -102,19 +94,28 @@ async def authorize_http(request: web.Request) -> Event:
     more; what binds an upload's event to its bytes is its `payload` tag. A missing event is a 401; a
     refused one a 401 and a failure of the address."""
     deps = request.app[DEPS]
-    client = request[CLIENT_KEY]
-    metered = Metered.UPLOAD if request.method == "POST" else Metered.OTHER
-    deps.throttle.screen(client, metered)
     url = deps.links.base_url + request.rel_url.raw_path_qs
-    now = int(deps.clock())
-    try:
-        event = check_http_auth(
+    return await _header_auth(
+        request,
+        Metered.UPLOAD if request.method == "POST" else Metered.OTHER,
+        lambda: check_http_auth(
             request.headers.get("Authorization"),
             method=request.method,
             url=url,
-            now=now,
+            now=int(deps.clock()),
             rules=deps.http_auth_rules,
-        )
+        ),
+    )
+
+
+async def _header_auth(request: web.Request, metered: Metered, check: Callable[[], Event]) -> Event:
+    """The rate limits around a check of the Authorization header (Blossom, NIP-98): screened before
+    it, a refusal counted against the address, a valid event admitted for its pubkey."""
+    deps = request.app[DEPS]
+    client = request[CLIENT_KEY]
+    deps.throttle.screen(client, metered)
+    try:
+        event = check()
     except TokenMissing as exc:
         raise ApiError(401, exc.reason, {"WWW-Authenticate": "Nostr"}) from exc
     except TokenRefused as exc:

@@ -19,6 +19,7 @@ from satellite import ingest, items, moderation
 from satellite.api import uploads
 from satellite.api.auth_param import authorize_token
 from satellite.api.errors import ApiError
+from satellite.api.items import remove_owned
 from satellite.api.media import parse_blob_name
 from satellite.blossom_auth import Verb, names_blob
 from satellite.db import files
@@ -273,18 +274,7 @@ async def delete_blob(request: web.Request) -> web.Response:
     """DELETE /<sha256> (BUD-12): the caller's file of it; the blob goes with its last owner."""
     sha256, _ = parse_blob_name(request.match_info["name"])
     event = await authorize_token(request, Verb.DELETE, blob=sha256, blob_required=True)
-    deps = request.app[DEPS]
-    await asyncio.shield(
-        items.delete_item(
-            pool=deps.pool,
-            storage=deps.storage,
-            pubkey=event.pubkey,
-            sha256=sha256,
-            now=deps.now(),
-            policy=deps.policy,
-        )
-    )
-    deps.blob_cache.invalidate(sha256)
+    await remove_owned(request.app[DEPS], event.pubkey, sha256)
     return web.json_response({"deleted": True, "sha256": sha256})
 
 

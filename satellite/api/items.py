@@ -10,7 +10,7 @@ from satellite import items
 from satellite.api import uploads
 from satellite.api.auth_param import authorize, file_name_tag, label_tag, sha256_tag, size_tag
 from satellite.auth import Action
-from satellite.deps import DEPS
+from satellite.deps import DEPS, Deps
 from satellite.links import nip94_tags
 
 
@@ -31,15 +31,21 @@ async def delete_item(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     event = await authorize(request, Action.DELETE)
     sha256 = sha256_tag(event)
+    await remove_owned(deps, event.pubkey, sha256)
+    return web.json_response({"deleted": True, "sha256": sha256})
+
+
+async def remove_owned(deps: Deps, pubkey: str, sha256: str) -> None:
+    """The caller's file of the blob, whichever API asks (NotOwned if there is none); the blob goes with
+    its last owner. Finished even if the client goes away meanwhile."""
     await asyncio.shield(
         items.delete_item(
             pool=deps.pool,
             storage=deps.storage,
-            pubkey=event.pubkey,
+            pubkey=pubkey,
             sha256=sha256,
             now=deps.now(),
             policy=deps.policy,
         )
     )
     deps.blob_cache.invalidate(sha256)  # at once here; other processes hear it from the database
-    return web.json_response({"deleted": True, "sha256": sha256})

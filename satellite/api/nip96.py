@@ -14,6 +14,7 @@ from satellite import items
 from satellite.api import uploads
 from satellite.api.auth_param import MAX_NAME_CHARS, authorize_http
 from satellite.api.errors import ApiError
+from satellite.api.items import remove_owned
 from satellite.api.media import parse_blob_name
 from satellite.db import files
 from satellite.deps import DEPS, Deps
@@ -180,21 +181,11 @@ async def delete(request: web.Request) -> web.Response:
     event = await authorize_http(request)
     deps = request.app[DEPS]
     try:
-        await asyncio.shield(
-            items.delete_item(
-                pool=deps.pool,
-                storage=deps.storage,
-                pubkey=event.pubkey,
-                sha256=sha256,
-                now=deps.now(),
-                policy=deps.policy,
-            )
-        )
+        await remove_owned(deps, event.pubkey, sha256)
     except NotOwned:
         if await files.get_blob(deps.pool, sha256) is not None:  # NIP-96: another's file is 403
             raise NotAuthorised("this file is not yours: only its uploaders may delete it") from None
         raise
-    deps.blob_cache.invalidate(sha256)
     return web.json_response({"status": "success", "message": "File deleted."})
 
 
