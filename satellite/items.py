@@ -55,15 +55,20 @@ async def store_upload(
     now: datetime,
     policy: AccountPolicy,
     image: ImageFacts | None = None,
+    sniffed: str | None = None,
 ) -> Stored:
     """Bytes into storage first, then one database call under the blob's lock; then what `image` says
-    of its pixels (NIP-94 `dim` and `blurhash`), when known.
+    of its pixels (NIP-94 `dim` and `blurhash`), when known. `sniffed` is the type the sniffer gave the
+    bytes, if it was asked already.
 
     A delete of the blob's last owner may run between the two and take the bytes away; it also removes
     the blob row, so `blob_created` tells us to check the bytes again and put them back.
     """
     try:
-        mime_type, ext = await asyncio.to_thread(detect, spooled.head, name)
+        if sniffed is None:
+            mime_type, ext = await asyncio.to_thread(detect, spooled.head, name)
+        else:
+            mime_type, ext = detect(spooled.head, name, sniffed=sniffed)
         info = TorrentInfo(
             name=f"{spooled.sha256}.{ext}",
             length=spooled.size,

@@ -113,13 +113,15 @@ def _family(mime_type: str) -> frozenset[str] | str:
     return mime_type
 
 
-def detect(head: bytes, name: str | None) -> tuple[str, str]:
-    """(MIME type, extension without the dot) for a blob whose first bytes are `head`.
+def detect(head: bytes, name: str | None, *, sniffed: str | None = None) -> tuple[str, str]:
+    """(MIME type, extension without the dot) for a blob whose first bytes are `head` (and which the
+    sniffer, if already asked, called `sniffed`).
 
     The bytes decide, and the name refines: when the sniffer has nothing specific to say, or when the
     name's type is of the same family (both text, or uses of one container), the name's type is taken.
     A name never makes bytes active content (markup, scripts) that the sniffer did not see as such."""
-    sniffed = sniff(head[:SNIFF_BYTES])
+    if sniffed is None:
+        sniffed = sniff(head[:SNIFF_BYTES])
     by_name = type_from_name(name)
     mime_type = sniffed
     if by_name is not None and (sniffed in GENERIC_TYPES or _family(sniffed) == _family(by_name)):

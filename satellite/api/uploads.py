@@ -131,7 +131,8 @@ async def receive(
                 spooled.discard()
                 raise
         try:
-            image = facts_of[-1] if facts_of else await _describe(request.app[DEPS], spooled)
+            sniffed = await asyncio.to_thread(sniff, spooled.head)  # once: the commit reuses it
+            image = facts_of[-1] if facts_of else await _describe(deps, spooled, sniffed)
         except BaseException:
             spooled.discard()
             raise
@@ -148,14 +149,15 @@ async def receive(
                 now=deps.now(),
                 policy=deps.policy,
                 image=image,
+                sniffed=sniffed,
             )
         )
 
 
-async def _describe(deps: Deps, spooled: Spooled) -> ImageFacts | None:
+async def _describe(deps: Deps, spooled: Spooled, sniffed: str) -> ImageFacts | None:
     """Size and blurhash of an image not described yet (None for anything else, or if its pixels
     cannot be read in time), from the spool, or from a spool made for it if it came in memory."""
-    if await asyncio.to_thread(sniff, spooled.head) not in IMAGE_TYPES:
+    if sniffed not in IMAGE_TYPES:
         return None
     if await files.has_image(deps.pool, spooled.sha256):
         return None
