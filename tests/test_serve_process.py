@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -15,7 +16,8 @@ import urllib.request
 import bolt11
 import pytest
 from fake_nodes import sign_invoice
-from nostr_helpers import auth_params
+from nostr_helpers import auth_params, blossom_header
+from PIL import Image
 from processes import free_port, server_env, start, wait_ready
 
 from satellite.nostr.keys import SecretKey
@@ -319,3 +321,44 @@ def test_dev_pay_against_another_servers_database_says_where_it_looked(database_
     assert b"Traceback" not in proc.stderr
     said = proc.stderr.decode()
     assert "not issued by this server's dev node" in said and "DATABASE_URL" in said
+
+
+def test_images_are_cleaned_and_described_by_every_worker_of_satellite_serve(tmp_path):
+    """The image workers start from a fork server inside each HTTP worker of `satellite serve`, as in
+    production: PUT /media strips an image's metadata, and a plain upload of an image gets dim and
+    blurhash, whichever worker takes the request; the server then stops cleanly."""
+    port = free_port()
+    env = server_env(
+        PORT=str(port),
+        DATA_DIR=str(tmp_path / "d"),
+        WORKERS="2",
+        LOG_FORMAT="json",
+        FREE_STORAGE_BYTES="100000000",
+    )
+    base = f"http://127.0.0.1:{port}"
+    proc = start(env)
+    try:
+        wait_ready(base, proc)
+        for i in range(6):  # spread over both workers
+            key = SecretKey.generate()
+            picture = io.BytesIO()
+            exif = Image.Exif()
+            exif[0x010F] = "SecretCam"
+            Image.new("RGB", (120 + i, 80), (200, 10 * i, 30)).save(picture, "JPEG", exif=exif.tobytes())
+            body = picture.getvalue()
+            digest = hashlib.sha256(body).hexdigest()
+            path = "/media" if i % 2 == 0 else "/upload"
+            headers = {**blossom_header(key, path.strip("/"), x=[digest]), "X-SHA-256": digest}
+            request = urllib.request.Request(f"{base}{path}", data=body, method="PUT", headers=headers)
+            with urllib.request.urlopen(request) as response:
+                descriptor = json.load(response)
+            assert ["dim", f"{120 + i}x80"] in descriptor["nip94"]
+            stored = urllib.request.urlopen(descriptor["url"]).read()
+            assert (b"SecretCam" in stored) == (
+                path == "/upload"
+            )  # /media strips it; /upload keeps the bytes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b'"level": "error"' not in err and b"Traceback" not in err, err.decode()[-2000:]
