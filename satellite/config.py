@@ -206,6 +206,12 @@ class Settings(BaseSettings):
     # Reports (PUT /report) kept while unresolved; past this, new ones are refused (503).
     max_open_reports: int = Field(10_000, ge=1)
 
+    # --- paying from any client (BUD-07: an invoice in the 402's X-Lightning) ---
+    # The invoice buys the blob's size for at least this many months, in whole GB-months...
+    payment_min_months: int = Field(1, ge=1, le=120)
+    # ...and never less than this many GB-months.
+    payment_min_gb_months: int = Field(1, ge=1)
+
     # --- images (PUT /media, NIP-94 dim and blurhash) ---
     # Larger images (width x height) are refused (422) before any decoding.
     image_max_pixels: int = Field(50_000_000, ge=1)

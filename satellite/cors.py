@@ -12,13 +12,13 @@ ALLOW_METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 # `*` does not cover Authorization, so it is named along with the rest.
 ALLOW_HEADERS = (
     "Authorization, Content-Type, Content-Length, Range, If-None-Match, If-Range, "
-    "X-SHA-256, X-Content-Type, X-Content-Length, X-Request-Id, *"
+    "X-SHA-256, X-Content-Type, X-Content-Length, X-Request-Id, X-Lightning, X-Cashu, *"
 )
 # `*` exposes every header to a request without credentials (what browser apps send); the names are
 # for those that send credentials. X-Reason is how a Blossom client learns why it was refused.
 EXPOSE_HEADERS = (
     "Content-Length, Content-Range, Content-Type, ETag, Accept-Ranges, X-Reason, X-Request-Id, Location,"
-    " WWW-Authenticate, Retry-After, *"
+    " WWW-Authenticate, Retry-After, X-Lightning, X-Cashu, *"
 )
 
 

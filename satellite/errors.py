@@ -89,6 +89,11 @@ class NothingToReport(Refused):
     """A report about nothing this server has."""
 
 
+class ProofRefused(Refused):
+    """A proof of payment (BUD-07) that proves nothing usable: not a preimage, not ours, not paid, or
+    already spent."""
+
+
 class QueueFull(Refused):
     """The server keeps no more of these until the operator has dealt with some (reports)."""
 

@@ -21,7 +21,8 @@ from satellite.api.auth_param import authorize_token
 from satellite.api.errors import ApiError
 from satellite.api.items import remove_owned
 from satellite.api.media import parse_blob_name
-from satellite.blossom_auth import Verb, names_blob
+from satellite.api.payments import payable, redeem_proof
+from satellite.blossom_auth import Verb, blob_hashes, names_blob
 from satellite.db import files
 from satellite.deps import DEPS, Deps
 from satellite.errors import (
@@ -91,13 +92,15 @@ async def upload(request: web.Request) -> web.Response:
     """PUT /upload: the raw body, stored exactly as received."""
     announced = sha256_header(request)
     event = await authorize_token(request, Verb.UPLOAD, blob=announced, blob_required=True)
-    stored = await uploads.receive(
-        request,
-        uploads.request_body(request),
-        pubkey=event.pubkey,
-        check=hash_check(event, announced),
-        sha256=announced,
-    )
+    await redeem_proof(request, event.pubkey)
+    async with payable(request, event.pubkey, sha256=announced, size=request.content_length):
+        stored = await uploads.receive(
+            request,
+            uploads.request_body(request),
+            pubkey=event.pubkey,
+            check=hash_check(event, announced),
+            sha256=announced,
+        )
     return _created(request.app[DEPS], stored)
 
 
@@ -113,15 +116,16 @@ async def _check(request: web.Request, verb: Verb) -> web.Response:
         raise ApiError(400, "X-SHA-256 is required: the sha256 of the blob to upload")
     size = _size_header(request, "X-Content-Length")
     deps = request.app[DEPS]
-    await items.precheck(
-        pool=deps.pool,
-        pubkey=event.pubkey,
-        sha256=announced,
-        size=size,
-        max_bytes=deps.settings.max_upload_bytes,
-        now=deps.now(),
-        policy=deps.policy,
-    )
+    async with payable(request, event.pubkey, sha256=announced, size=size):
+        await items.precheck(
+            pool=deps.pool,
+            pubkey=event.pubkey,
+            sha256=announced,
+            size=size,
+            max_bytes=deps.settings.max_upload_bytes,
+            now=deps.now(),
+            policy=deps.policy,
+        )
     return web.Response(status=200)
 
 
@@ -151,9 +155,11 @@ async def media(request: web.Request) -> web.Response:
         cleaned_facts.append(cleaned)
         return fresh
 
-    stored = await uploads.receive(
-        request, uploads.request_body(request), pubkey=event.pubkey, check=clean, facts_of=cleaned_facts
-    )
+    await redeem_proof(request, event.pubkey)
+    async with payable(request, event.pubkey, sha256=announced, size=request.content_length):
+        stored = await uploads.receive(
+            request, uploads.request_body(request), pubkey=event.pubkey, check=clean, facts_of=cleaned_facts
+        )
     descriptor = deps.links.descriptor(stored.file, original=originals[-1])
     return web.json_response(descriptor, status=201 if stored.blob_created else 200)
 
@@ -216,13 +222,16 @@ async def mirror(request: web.Request) -> web.Response:
                 name=_url_name(origin.url),
             )
 
-    stored = await uploads.receive(
-        request,
-        fetched,
-        pubkey=event.pubkey,
-        check=hash_check(event, None, mirrored=True),
-        on_spool_error=lambda exc: OriginUnreachable(f"the origin's body could not be read: {exc}"),
-    )
+    await redeem_proof(request, event.pubkey)
+    named = sorted(blob_hashes(event))
+    async with payable(request, event.pubkey, sha256=named[0] if len(named) == 1 else None, size=None):
+        stored = await uploads.receive(
+            request,
+            fetched,
+            pubkey=event.pubkey,
+            check=hash_check(event, None, mirrored=True),
+            on_spool_error=lambda exc: OriginUnreachable(f"the origin's body could not be read: {exc}"),
+        )
     return _created(deps, stored)
 
 

@@ -61,6 +61,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.NotAuthorised: Answer(403),
     errors.QueueFull: Answer(503, retry_after=60),
     errors.NothingToReport: Answer(404),
+    errors.ProofRefused: Answer(400),
     errors.OriginRefused: Answer(400),
     errors.OriginUnreachable: Answer(502),
     errors.UnsupportedMedia: Answer(415),

@@ -9,6 +9,7 @@ from aiohttp import web
 from satellite import items
 from satellite.api import uploads
 from satellite.api.auth_param import authorize, file_name_tag, label_tag, sha256_tag, size_tag
+from satellite.api.payments import payable, redeem_proof
 from satellite.auth import Action
 from satellite.deps import DEPS, Deps
 from satellite.links import nip94_tags
@@ -19,9 +20,12 @@ async def put_item(request: web.Request) -> web.Response:
     event = await authorize(request, Action.UPLOAD)
     name = file_name_tag(event)
     label = label_tag(event)
-    stored = await uploads.receive(
-        request, uploads.request_body(request, size_tag(event)), pubkey=event.pubkey, name=name, label=label
-    )
+    size = size_tag(event)
+    await redeem_proof(request, event.pubkey)
+    async with payable(request, event.pubkey, sha256=None, size=request.content_length or size):
+        stored = await uploads.receive(
+            request, uploads.request_body(request, size), pubkey=event.pubkey, name=name, label=label
+        )
     body = deps.links.describe(stored.file)
     body["nip94"] = nip94_tags(body, stored.file)
     return web.json_response(body)

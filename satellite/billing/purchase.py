@@ -70,8 +70,9 @@ class Shop:
     clock: Callable[[], float] = time.time
     on_invoice: Callable[[], None] = lambda: None  # told of every invoice handed out
 
-    async def make_offer(self, *, buyer: str, gb_months: int) -> Offer:
-        """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
+    async def make_offer(self, *, buyer: str, gb_months: int, sha256: str | None = None) -> Offer:
+        """A signed offer at today's price, stored until it expires (RateUnavailable if no price);
+        `sha256` ties it to the blob it would pay for (BUD-07)."""
         quote = await self.price.quote(gb_months)
         now = self.clock()
         created_at = int(now)
@@ -95,6 +96,7 @@ class Shop:
                 expires_at=datetime.fromtimestamp(expires_at, UTC),
                 now=datetime.fromtimestamp(now, UTC),
                 sats_per_usd=quote.sats_per_usd,
+                sha256=sha256,
             )
         payment = offer_events.payment_template(
             event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
@@ -154,6 +156,72 @@ class Shop:
         if not recorded:  # the offer lapsed while the node worked: this invoice is never handed out
             raise offer_events.PaymentError("this offer has expired: request a new one")
         log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
+        self.on_invoice()
+        return invoice.bolt11
+
+    async def invoice_for_upload(self, *, buyer: str, gb_months: int, sha256: str | None) -> str:
+        open_one = await offers.open_upload_invoice(
+            self.pool,
+            pubkey=buyer,
+            gb_months=gb_months,
+            sha256=sha256,
+            payable_after=datetime.fromtimestamp(self.clock() + offer_events.MIN_PAYABLE_SECONDS, UTC),
+        )
+        if open_one is not None:  # the same 402 again (HEAD, then PUT): the same invoice
+            return open_one
+        return await self._new_upload_invoice(buyer=buyer, gb_months=gb_months, sha256=sha256)
+
+    async def _new_upload_invoice(self, *, buyer: str, gb_months: int, sha256: str | None) -> str:
+        """A BOLT11 invoice for `gb_months` for the buyer, handed out in a 402 (BUD-07), with no payment
+        event from the buyer: the invoice commits to the signed offer itself (its JSON is the
+        description and the receipt's), and the offer row ties it to the buyer and the blob. The same
+        states as the v1 flow (offered -> invoicing -> invoiced), so the same watcher and `settle`
+        credit it. Raises RateUnavailable, AccountBlocked, LightningUnavailable, LightningMisbehaved."""
+        offer = await self.make_offer(buyer=buyer, gb_months=gb_months, sha256=sha256)
+        raw = offer_events.event_json(offer.event)
+        now = self.clock()
+        moment = datetime.fromtimestamp(now, UTC)
+        terms = offer_events.OfferTerms(
+            id=offer.event.id,
+            buyer=buyer,
+            amount_msat=offer.amount_msat,
+            expires_at=int(now) + self.offer_ttl_seconds,
+            status="offered",
+        )
+        with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
+            claimed_at = await offers.claim_for_invoicing(
+                self.pool, terms.id, now=moment, stale_before=moment
+            )
+        assert claimed_at is not None  # nobody else knows this offer yet
+        try:
+            invoice = await self._ask_node(terms, raw, now=int(now))
+        except BaseException:
+            await asyncio.shield(offers.release_claim(self.pool, terms.id, claimed_at))
+            raise
+        try:
+            recorded = await offers.mark_invoiced(
+                self.pool,
+                terms.id,
+                claimed_at=claimed_at,
+                payment=raw,
+                bolt11=invoice.bolt11,
+                payment_hash=invoice.payment_hash,
+                now=datetime.fromtimestamp(self.clock(), UTC),
+            )
+        except asyncpg.PostgresError as exc:
+            if is_account_blocked(exc):
+                await offers.release_claim(self.pool, terms.id, claimed_at)
+                raise AccountBlocked(BLOCKED_ACCOUNT) from None
+            raise
+        if not recorded:
+            raise LightningUnavailable("the lightning node took too long: try again shortly")
+        log.info(
+            "invoice issued",
+            offer=terms.id,
+            msat=terms.amount_msat,
+            payment_hash=invoice.payment_hash,
+            flow="402",
+        )
         self.on_invoice()
         return invoice.bolt11
 

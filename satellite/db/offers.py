@@ -40,11 +40,13 @@ async def insert(
     expires_at: datetime,
     now: datetime,
     sats_per_usd: Decimal | None = None,
+    sha256: str | None = None,
 ) -> None:
-    """Record an offer (SQLSTATE SA403, `blocklist.ACCOUNT_BLOCKED`, if the buyer is blocked)."""
+    """Record an offer (SQLSTATE SA403, `blocklist.ACCOUNT_BLOCKED`, if the buyer is blocked); `sha256`
+    is the blob it would pay for, when it answers a 402 (BUD-07)."""
     await db.execute(
-        "INSERT INTO offers (id, pubkey, gb_months, amount_msat, offer, expires_at, created_at, sats_per_usd)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)",
+        "INSERT INTO offers (id, pubkey, gb_months, amount_msat, offer, expires_at, created_at, sats_per_usd,"
+        " sha256) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)",
         offer_id,
         pubkey,
         gb_months,
@@ -53,6 +55,7 @@ async def insert(
         expires_at,
         now,
         sats_per_usd,
+        sha256,
     )
 
 
@@ -94,6 +97,40 @@ async def lock_by_payment_hash(conn: Connection, payment_hash: str) -> OfferRow 
         f"SELECT {_COLUMNS} FROM offers WHERE payment_hash = $1 FOR UPDATE", payment_hash
     )
     return OfferRow(**dict(row)) if row else None
+
+
+async def open_upload_invoice(
+    db: Executor, *, pubkey: str, gb_months: int, sha256: str | None, payable_after: datetime
+) -> str | None:
+    """The BOLT11 of a 402's invoice (BUD-07) still open for this buyer, amount and blob, that does not
+    lapse before `payable_after`; None if there is none."""
+    bolt11: str | None = await db.fetchval(
+        "SELECT bolt11 FROM offers WHERE pubkey = $1 AND gb_months = $2 AND sha256 IS NOT DISTINCT FROM $3"
+        " AND status = 'invoiced' AND expires_at > $4 AND payment::jsonb ->> 'id' = id"
+        " ORDER BY expires_at DESC LIMIT 1",
+        pubkey,
+        gb_months,
+        sha256,
+        payable_after,
+    )
+    return bolt11
+
+
+async def by_payment_hash(db: Executor, payment_hash: str) -> OfferRow | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM offers WHERE payment_hash = $1", payment_hash)
+    return OfferRow(**dict(row)) if row else None
+
+
+async def spend_proof(db: Executor, payment_hash: str, pubkey: str, now: datetime) -> bool:
+    """Spend the proof of a paid invoice of `pubkey` (BUD-07): True the first time only."""
+    status = await db.execute(
+        "UPDATE offers SET proof_spent_at = $3 WHERE payment_hash = $1 AND pubkey = $2 AND status = 'paid'"
+        " AND proof_spent_at IS NULL",
+        payment_hash,
+        pubkey,
+        now,
+    )
+    return str(status).endswith(" 1")
 
 
 async def mark_invoiced(

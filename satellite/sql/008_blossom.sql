@@ -20,3 +20,8 @@ CREATE TABLE report_events (
 );
 ALTER TABLE reports ALTER COLUMN event DROP NOT NULL;
 CREATE INDEX reports_open_by_target ON reports (target_kind, target) WHERE resolved_at IS NULL;
+
+-- BUD-07: an invoice handed out in a 402 is tied to the blob it would pay for, and its proof (the
+-- preimage a client retries with) is spent once.
+ALTER TABLE offers ADD COLUMN sha256 text CHECK (sha256 ~ '^[0-9a-f]{64}$');
+ALTER TABLE offers ADD COLUMN proof_spent_at timestamptz;
