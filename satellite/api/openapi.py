@@ -293,7 +293,7 @@ def _api_paths(prefix: str) -> Json:
                 "bad `name`/`label`/`size` tag, `size` tag and Content-Length differ, empty, short, "
                 "overlong or interrupted body"
             ),
-            "402": _error(
+            "402": _payment_required(
                 "not enough storage credit: the reason says how many GB-months to buy with "
                 "GET /account/credit"
             ),
@@ -313,6 +313,7 @@ def _api_paths(prefix: str) -> Json:
         ),
         parameters=[
             _auth_parameter("upload"),
+            PROOF_PARAMETER,
             {
                 "name": "Content-Encoding",
                 "in": "header",
@@ -472,6 +473,25 @@ def _billing_paths() -> Json:
 
 def _string_header(description: str, *, required: bool = True, **schema: Any) -> Json:
     return {"description": description, "required": required, "schema": {"type": "string", **schema}}
+
+
+def _payment_required(description: str) -> Json:
+    """A 402 that may carry an invoice (BUD-07): pay it, then send the same request with its preimage."""
+    return _error(
+        description + "; X-Lightning, when present, is a BOLT11 invoice for what the blob needs: pay it "
+        "and send the same request again with X-Lightning: <the payment's preimage>",
+        headers={"X-Lightning": _string_header("a BOLT11 invoice", required=False)},
+    )
+
+
+PROOF_PARAMETER: Json = {
+    "name": "X-Lightning",
+    "in": "header",
+    "required": False,
+    "description": "the preimage of an invoice a 402 gave this pubkey, once paid (BUD-07): the account is "
+    "credited, and the proof spent, before the upload is read; 400 if it proves no usable payment",
+    "schema": {"type": "string"},
+}
 
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -688,7 +708,7 @@ def _blossom_upload_paths() -> Json:
             **_token_errors(
                 "malformed X-SHA-256; empty, short, overlong or interrupted body", TOKEN_NAMES_NO_BLOB
             ),
-            "402": _error(QUOTA),
+            "402": _payment_required(QUOTA),
             "403": _error("the token's `x` tags do not name the body's sha256; or " + BLOCKED),
             "408": _error("the body arrived too slowly"),
             "409": _error("the body's sha256 is not the X-SHA-256 sent: nothing was stored"),
@@ -705,6 +725,7 @@ def _blossom_upload_paths() -> Json:
         ),
         parameters=[
             _token_parameter("upload", note=UPLOAD_TOKEN),
+            PROOF_PARAMETER,
             _sha256_header(
                 required=False, description="the body's sha256, checked before it is stored (409)"
             ),
@@ -731,7 +752,7 @@ def _blossom_upload_paths() -> Json:
                     "X-SHA-256 missing or malformed, X-Content-Length not a whole number, or 0",
                     TOKEN_REFUSED + "; or it has no `x` tag naming X-SHA-256",
                 ),
-                "402": _error(QUOTA),
+                "402": _payment_required(QUOTA),
                 "403": _error(BLOCKED),
                 "411": _error("X-Content-Length is missing"),
                 "413": _error("X-Content-Length is over the upload limit (`maxUploadBytes` in GET /)"),
@@ -769,7 +790,7 @@ def _blossom_upload_paths() -> Json:
                 "host that is not a public address, more redirects than allowed); the origin's body is empty",
                 TOKEN_REFUSED + "; or it has no `x` tag",
             ),
-            "402": _error(QUOTA + "; refused before the origin is contacted when nothing fits"),
+            "402": _payment_required(QUOTA + "; refused before the origin is contacted when nothing fits"),
             "403": _error(BLOCKED),
             "408": _error("the JSON body arrived too slowly"),
             "409": _error("the fetched blob's sha256 is not one the token's `x` tags name: nothing was kept"),
@@ -785,7 +806,10 @@ def _blossom_upload_paths() -> Json:
             "Only URLs whose host is a public address are fetched (each redirect checked too); the blob is "
             "kept only if the token's `x` tags name its sha256."
         ),
-        parameters=[_token_parameter("upload", note=" Its `x` tags must name the blob to be fetched.")],
+        parameters=[
+            _token_parameter("upload", note=" Its `x` tags must name the blob to be fetched."),
+            PROOF_PARAMETER,
+        ],
         request_body={"required": True, "content": _json(_schema("MirrorRequest"))},
     )
     report = _operation(
@@ -817,7 +841,7 @@ def _blossom_upload_paths() -> Json:
             **_token_errors(
                 "malformed X-SHA-256; empty, short, overlong or interrupted body", TOKEN_NAMES_NO_BLOB
             ),
-            "402": _error(QUOTA),
+            "402": _payment_required(QUOTA),
             "403": _error("the token's `x` tags do not name the body's sha256; or " + BLOCKED),
             "408": _error("the body arrived too slowly"),
             "409": _error("the body's sha256 is not the X-SHA-256 sent: nothing was stored"),
@@ -834,6 +858,7 @@ def _blossom_upload_paths() -> Json:
         ),
         parameters=[
             _token_parameter("media", note=UPLOAD_TOKEN),
+            PROOF_PARAMETER,
             _sha256_header(required=False, description="the body's sha256, checked before it is processed"),
         ],
         request_body={
@@ -851,7 +876,7 @@ def _blossom_upload_paths() -> Json:
                     "X-SHA-256 missing or malformed, X-Content-Length not a whole number, or 0",
                     TOKEN_REFUSED + "; or it has no `x` tag naming X-SHA-256",
                 ),
-                "402": _error(QUOTA),
+                "402": _payment_required(QUOTA),
                 "403": _error(BLOCKED),
                 "411": _error("X-Content-Length is missing"),
                 "413": _error("X-Content-Length is over the upload limit (`maxUploadBytes` in GET /)"),
