@@ -133,31 +133,15 @@ class Shop:
             )
         if claimed_at is None:  # another callback holds it or took it a moment ago, or it just lapsed
             raise offer_events.PaymentError(await self._why_not_free(terms.id))
-        try:
-            invoice = await self._ask_node(terms, raw_payment, now=int(now))
-        except BaseException:
-            await asyncio.shield(offers.release_claim(self.pool, terms.id, claimed_at))
-            raise
-        try:
-            recorded = await offers.mark_invoiced(
-                self.pool,
-                terms.id,
-                claimed_at=claimed_at,
-                payment=raw_payment,
-                bolt11=invoice.bolt11,
-                payment_hash=invoice.payment_hash,
-                now=datetime.fromtimestamp(self.clock(), UTC),
-            )
-        except asyncpg.PostgresError as exc:  # blocked while the node worked: never handed out
-            if is_account_blocked(exc):
-                await offers.release_claim(self.pool, terms.id, claimed_at)
-                raise offer_events.PaymentError(BLOCKED_ACCOUNT) from None
-            raise
-        if not recorded:  # the offer lapsed while the node worked: this invoice is never handed out
-            raise offer_events.PaymentError("this offer has expired: request a new one")
-        log.info("invoice issued", offer=terms.id, msat=terms.amount_msat, payment_hash=invoice.payment_hash)
-        self.on_invoice()
-        return invoice.bolt11
+        return await self._invoice_claimed(
+            terms,
+            raw_payment,
+            claimed_at,
+            now=now,
+            blocked=lambda: offer_events.PaymentError(BLOCKED_ACCOUNT),
+            lapsed=lambda: offer_events.PaymentError("this offer has expired: request a new one"),
+            flow="lnurl",
+        )
 
     async def invoice_for_upload(self, *, buyer: str, gb_months: int, sha256: str | None) -> str:
         open_one = await offers.open_upload_invoice(
@@ -193,8 +177,33 @@ class Shop:
                 self.pool, terms.id, now=moment, stale_before=moment
             )
         assert claimed_at is not None  # nobody else knows this offer yet
+        return await self._invoice_claimed(
+            terms,
+            raw,
+            claimed_at,
+            now=now,
+            blocked=lambda: AccountBlocked(BLOCKED_ACCOUNT),
+            lapsed=lambda: LightningUnavailable("the lightning node took too long: try again shortly"),
+            flow="402",
+        )
+
+    async def _invoice_claimed(
+        self,
+        terms: offer_events.OfferTerms,
+        description: str,
+        claimed_at: datetime,
+        *,
+        now: float,
+        blocked: Callable[[], Exception],
+        lapsed: Callable[[], Exception],
+        flow: str,
+    ) -> str:
+        """The invoice for an offer this caller has claimed: asked of the node with no claim held on a
+        connection, then recorded if the claim still holds. The claim is released if the node fails;
+        `blocked()` if the buyer was blocked meanwhile, `lapsed()` if the offer lapsed meanwhile (that
+        invoice is never handed out)."""
         try:
-            invoice = await self._ask_node(terms, raw, now=int(now))
+            invoice = await self._ask_node(terms, description, now=int(now))
         except BaseException:
             await asyncio.shield(offers.release_claim(self.pool, terms.id, claimed_at))
             raise
@@ -203,24 +212,24 @@ class Shop:
                 self.pool,
                 terms.id,
                 claimed_at=claimed_at,
-                payment=raw,
+                payment=description,
                 bolt11=invoice.bolt11,
                 payment_hash=invoice.payment_hash,
                 now=datetime.fromtimestamp(self.clock(), UTC),
             )
-        except asyncpg.PostgresError as exc:
+        except asyncpg.PostgresError as exc:  # blocked while the node worked: never handed out
             if is_account_blocked(exc):
                 await offers.release_claim(self.pool, terms.id, claimed_at)
-                raise AccountBlocked(BLOCKED_ACCOUNT) from None
+                raise blocked() from None
             raise
         if not recorded:
-            raise LightningUnavailable("the lightning node took too long: try again shortly")
+            raise lapsed()
         log.info(
             "invoice issued",
             offer=terms.id,
             msat=terms.amount_msat,
             payment_hash=invoice.payment_hash,
-            flow="402",
+            flow=flow,
         )
         self.on_invoice()
         return invoice.bolt11
