@@ -64,10 +64,14 @@ async def payable(
             minimum=settings.payment_min_gb_months,
             maximum=settings.max_gb_months,
         )
-        try:
-            # An invoice is an offer row and a node call: it takes a credit request's token.
+
+        async def before_new() -> None:  # a new invoice is an offer row and a node call: a credit request
             await deps.throttle.admitted(request[CLIENT_KEY], pubkey, Metered.CREDIT)
-            bolt11 = await deps.shop.invoice_for_upload(buyer=pubkey, gb_months=gb_months, sha256=sha256)
+
+        try:
+            bolt11 = await deps.shop.invoice_for_upload(
+                buyer=pubkey, gb_months=gb_months, sha256=sha256, before_new=before_new
+            )
         except (
             LightningUnavailable,
             LightningMisbehaved,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +35,8 @@ from satellite.nostr.keys import SecretKey
 log = structlog.get_logger("satellite.purchase")
 # A claim older than the node's deadline by this much belongs to a caller that is gone.
 CLAIM_GRACE_SECONDS = 30
+# How often a 402 waiting for the invoice another request is making looks again.
+INVOICE_WAIT_SECONDS = 0.1
 
 
 @contextlib.contextmanager
@@ -143,49 +145,98 @@ class Shop:
             flow="lnurl",
         )
 
-    async def invoice_for_upload(self, *, buyer: str, gb_months: int, sha256: str | None) -> str:
-        open_one = await offers.open_upload_invoice(
-            self.pool,
-            pubkey=buyer,
-            gb_months=gb_months,
-            sha256=sha256,
-            payable_after=datetime.fromtimestamp(self.clock() + offer_events.MIN_PAYABLE_SECONDS, UTC),
-        )
-        if open_one is not None:  # the same 402 again (HEAD, then PUT): the same invoice
-            return open_one
-        return await self._new_upload_invoice(buyer=buyer, gb_months=gb_months, sha256=sha256)
-
-    async def _new_upload_invoice(self, *, buyer: str, gb_months: int, sha256: str | None) -> str:
+    async def invoice_for_upload(
+        self,
+        *,
+        buyer: str,
+        gb_months: int,
+        sha256: str | None,
+        before_new: Callable[[], Awaitable[None]],
+    ) -> str:
         """A BOLT11 invoice for `gb_months` for the buyer, handed out in a 402 (BUD-07), with no payment
         event from the buyer: the invoice commits to the signed offer itself (its JSON is the
         description and the receipt's), and the offer row ties it to the buyer and the blob. The same
         states as the v1 flow (offered -> invoicing -> invoiced), so the same watcher and `settle`
-        credit it. Raises RateUnavailable, AccountBlocked, LightningUnavailable, LightningMisbehaved."""
-        offer = await self.make_offer(buyer=buyer, gb_months=gb_months, sha256=sha256)
-        raw = offer_events.event_json(offer.event)
+        credit it.
+
+        One open invoice per buyer, blob and amount: the same 402 again (HEAD, then PUT, or at once)
+        gets the same invoice, and only a new one runs `before_new` (the credit-request limit). Raises
+        RateUnavailable, AccountBlocked, LightningUnavailable, LightningMisbehaved."""
+        payable_after = datetime.fromtimestamp(self.clock() + offer_events.MIN_PAYABLE_SECONDS, UTC)
+        found = await offers.open_upload_invoice(
+            self.pool, pubkey=buyer, gb_months=gb_months, sha256=sha256, payable_after=payable_after
+        )
+        if found is not None:
+            return found
+        await before_new()
+        quote = await self.price.quote(gb_months)  # a remote, perhaps: before any lock is taken
         now = self.clock()
         moment = datetime.fromtimestamp(now, UTC)
-        terms = offer_events.OfferTerms(
-            id=offer.event.id,
+        expires_at = int(now) + self.offer_ttl_seconds
+        event = offer_events.make_offer(
+            self.service_key,
             buyer=buyer,
-            amount_msat=offer.amount_msat,
-            expires_at=int(now) + self.offer_ttl_seconds,
-            status="offered",
+            gb_months=gb_months,
+            amount_msat=quote.amount_msat,
+            created_at=int(now),
+            expires_at=expires_at,
         )
-        with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
-            claimed_at = await offers.claim_for_invoicing(
-                self.pool, terms.id, now=moment, stale_before=moment
-            )
-        assert claimed_at is not None  # nobody else knows this offer yet
+        async with self.pool.acquire() as conn, conn.transaction():
+            existing = None
+            if sha256 is not None:  # another 402 for this blob may be making its invoice right now
+                existing = await offers.lock_open_upload(
+                    conn,
+                    pubkey=buyer,
+                    gb_months=gb_months,
+                    sha256=sha256,
+                    payable_after=payable_after,
+                    stale_before=moment - timedelta(seconds=self.node_timeout_seconds + CLAIM_GRACE_SECONDS),
+                )
+            claimed_at = None
+            if existing is None:
+                with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
+                    await offers.insert(
+                        conn,
+                        offer_id=event.id,
+                        pubkey=buyer,
+                        gb_months=gb_months,
+                        amount_msat=quote.amount_msat,
+                        offer=event.to_dict(),
+                        expires_at=datetime.fromtimestamp(expires_at, UTC),
+                        now=moment,
+                        sats_per_usd=quote.sats_per_usd,
+                        sha256=sha256,
+                    )
+                    claimed_at = await offers.claim_for_invoicing(
+                        conn, event.id, now=moment, stale_before=moment
+                    )
+        if existing is not None:
+            return await self._invoice_of(existing)
+        assert claimed_at is not None  # nobody else knew this offer
+        terms = offer_events.OfferTerms(
+            id=event.id, buyer=buyer, amount_msat=quote.amount_msat, expires_at=expires_at, status="invoicing"
+        )
         return await self._invoice_claimed(
             terms,
-            raw,
+            offer_events.event_json(event),
             claimed_at,
             now=now,
             blocked=lambda: AccountBlocked(BLOCKED_ACCOUNT),
             lapsed=lambda: LightningUnavailable("the lightning node took too long: try again shortly"),
             flow="402",
         )
+
+    async def _invoice_of(self, offer_id: str) -> str:
+        """The invoice another request is getting from the node for this offer, once it has it (at
+        most as long as that request may take)."""
+        deadline = self.clock() + self.node_timeout_seconds + CLAIM_GRACE_SECONDS
+        while True:
+            row = await offers.get(self.pool, offer_id)
+            if row is not None and row.bolt11 is not None:
+                return row.bolt11
+            if row is None or row.status != "invoicing" or self.clock() >= deadline:
+                raise LightningUnavailable("the invoice for this upload could not be made: try again shortly")
+            await asyncio.sleep(INVOICE_WAIT_SECONDS)
 
     async def _invoice_claimed(
         self,

@@ -116,6 +116,32 @@ async def open_upload_invoice(
     return bolt11
 
 
+async def lock_open_upload(
+    conn: Connection,
+    *,
+    pubkey: str,
+    gb_months: int,
+    sha256: str,
+    payable_after: datetime,
+    stale_before: datetime,
+) -> str | None:
+    """In a transaction: take the lock of this buyer's 402s for this blob and amount (held to its end),
+    then the id of an offer of theirs open for it: being invoiced by a request still alive (claimed
+    after `stale_before`), or invoiced and payable after `payable_after`. Only 402 offers name a blob."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"402:{pubkey}:{sha256}:{gb_months}")
+    offer_id: str | None = await conn.fetchval(
+        "SELECT id FROM offers WHERE pubkey = $1 AND gb_months = $2 AND sha256 = $3 AND expires_at > $4"
+        " AND (status = 'invoiced' OR (status = 'invoicing' AND invoicing_at > $5))"
+        " ORDER BY created_at DESC LIMIT 1",
+        pubkey,
+        gb_months,
+        sha256,
+        payable_after,
+        stale_before,
+    )
+    return offer_id
+
+
 async def by_payment_hash(db: Executor, payment_hash: str) -> OfferRow | None:
     row = await db.fetchrow(f"SELECT {_COLUMNS} FROM offers WHERE payment_hash = $1", payment_hash)
     return OfferRow(**dict(row)) if row else None
