@@ -72,9 +72,8 @@ class Shop:
     clock: Callable[[], float] = time.time
     on_invoice: Callable[[], None] = lambda: None  # told of every invoice handed out
 
-    async def make_offer(self, *, buyer: str, gb_months: int, sha256: str | None = None) -> Offer:
-        """A signed offer at today's price, stored until it expires (RateUnavailable if no price);
-        `sha256` ties it to the blob it would pay for (BUD-07)."""
+    async def make_offer(self, *, buyer: str, gb_months: int) -> Offer:
+        """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
         quote = await self.price.quote(gb_months)
         now = self.clock()
         created_at = int(now)
@@ -98,7 +97,6 @@ class Shop:
                 expires_at=datetime.fromtimestamp(expires_at, UTC),
                 now=datetime.fromtimestamp(now, UTC),
                 sats_per_usd=quote.sats_per_usd,
-                sha256=sha256,
             )
         payment = offer_events.payment_template(
             event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
