@@ -695,6 +695,58 @@ def _sha256_header(*, required: bool, description: str) -> Json:
     }
 
 
+def _pre_check(
+    operation_id: str,
+    summary: str,
+    *,
+    verb: str,
+    thing: str,
+    content_type: str,
+    refused: dict[str, Json] | None = None,
+) -> Json:
+    """HEAD /upload and HEAD /media: would PUT /<verb> of this `thing` be accepted now?"""
+    return _operation(
+        operation_id,
+        summary,
+        _bodiless(
+            {
+                "200": _response(
+                    f"yes: PUT /{verb} of this {thing} would be accepted now (nothing is stored)"
+                ),
+                **_token_errors(
+                    "X-SHA-256 missing or malformed, X-Content-Length not a whole number, or 0",
+                    TOKEN_REFUSED + "; or it has no `x` tag naming X-SHA-256",
+                ),
+                "402": _payment_required(QUOTA),
+                "403": _error(BLOCKED),
+                "411": _error("X-Content-Length is missing"),
+                "413": _error("X-Content-Length is over the upload limit (`maxUploadBytes` in GET /)"),
+                **(refused or {}),
+            }
+        ),
+        tags=["blossom"],
+        description="No body is sent or answered; the reason for a refusal is in X-Reason.",
+        parameters=[
+            _token_parameter(verb, note=" Its `x` tags must name X-SHA-256."),
+            _sha256_header(required=True, description=f"the sha256 of the {thing} to upload"),
+            {
+                "name": "X-Content-Length",
+                "in": "header",
+                "required": True,
+                "description": f"the {thing}'s size in bytes",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            },
+            {
+                "name": "X-Content-Type",
+                "in": "header",
+                "required": False,
+                "description": content_type,
+                "schema": {"type": "string"},
+            },
+        ],
+    )
+
+
 def _blossom_upload_paths() -> Json:
     descriptor = {
         "200": _ok("the blob was already on this server: its descriptor (now also the caller's)", "Blob"),
@@ -742,43 +794,14 @@ def _blossom_upload_paths() -> Json:
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         },
     )
-    check = _operation(
+    check = _pre_check(
         "blossomUploadCheck",
         "Would this upload be accepted now? (BUD-06)",
-        _bodiless(
-            {
-                "200": _response("yes: PUT /upload of this blob would be accepted now (nothing is stored)"),
-                **_token_errors(
-                    "X-SHA-256 missing or malformed, X-Content-Length not a whole number, or 0",
-                    TOKEN_REFUSED + "; or it has no `x` tag naming X-SHA-256",
-                ),
-                "402": _payment_required(QUOTA),
-                "403": _error(BLOCKED),
-                "411": _error("X-Content-Length is missing"),
-                "413": _error("X-Content-Length is over the upload limit (`maxUploadBytes` in GET /)"),
-            }
+        verb="upload",
+        thing="blob",
+        content_type=(
+            "the blob's MIME type: accepted and not checked (the stored type is read from the bytes)"
         ),
-        tags=["blossom"],
-        description="No body is sent or answered; the reason for a refusal is in X-Reason.",
-        parameters=[
-            _token_parameter("upload", note=" Its `x` tags must name X-SHA-256."),
-            _sha256_header(required=True, description="the sha256 of the blob to upload"),
-            {
-                "name": "X-Content-Length",
-                "in": "header",
-                "required": True,
-                "description": "the blob's size in bytes",
-                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-            },
-            {
-                "name": "X-Content-Type",
-                "in": "header",
-                "required": False,
-                "description": "the blob's MIME type: accepted and not checked (the stored type is read from "
-                "the bytes)",
-                "schema": {"type": "string"},
-            },
-        ],
     )
     mirror = _operation(
         "blossomMirror",
@@ -866,43 +889,13 @@ def _blossom_upload_paths() -> Json:
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         },
     )
-    media_check = _operation(
+    media_check = _pre_check(
         "blossomMediaCheck",
         "Would this image be accepted by PUT /media now? (BUD-05)",
-        _bodiless(
-            {
-                "200": _response("yes: PUT /media of this image would be accepted now (nothing is stored)"),
-                **_token_errors(
-                    "X-SHA-256 missing or malformed, X-Content-Length not a whole number, or 0",
-                    TOKEN_REFUSED + "; or it has no `x` tag naming X-SHA-256",
-                ),
-                "402": _payment_required(QUOTA),
-                "403": _error(BLOCKED),
-                "411": _error("X-Content-Length is missing"),
-                "413": _error("X-Content-Length is over the upload limit (`maxUploadBytes` in GET /)"),
-                "415": _error("X-Content-Type is not an image type /media processes"),
-            }
-        ),
-        tags=["blossom"],
-        description="No body is sent or answered; the reason for a refusal is in X-Reason.",
-        parameters=[
-            _token_parameter("media", note=" Its `x` tags must name X-SHA-256."),
-            _sha256_header(required=True, description="the sha256 of the image to upload"),
-            {
-                "name": "X-Content-Length",
-                "in": "header",
-                "required": True,
-                "description": "the image's size in bytes",
-                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-            },
-            {
-                "name": "X-Content-Type",
-                "in": "header",
-                "required": False,
-                "description": "the image's MIME type: image/jpeg, image/png, image/webp or image/gif",
-                "schema": {"type": "string"},
-            },
-        ],
+        verb="media",
+        thing="image",
+        content_type="the image's MIME type: image/jpeg, image/png, image/webp or image/gif",
+        refused={"415": _error("X-Content-Type is not an image type /media processes")},
     )
     return {
         "/upload": {"put": upload, "head": check},

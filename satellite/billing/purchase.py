@@ -23,10 +23,11 @@ import structlog
 
 from satellite.billing import events as offer_events
 from satellite.billing.balance import BLOCKED_ACCOUNT
-from satellite.billing.pricing import Price
+from satellite.billing.pricing import Price, Quote
 from satellite.billing.settle import invoice_matches
 from satellite.db import offers
 from satellite.db.blocklist import is_account_blocked
+from satellite.db.types import Executor
 from satellite.errors import AccountBlocked, LightningMisbehaved, LightningUnavailable
 from satellite.lightning.base import BackendUnavailable, Invoice, InvoiceRejected, LightningBackend
 from satellite.nostr.event import Event
@@ -48,6 +49,14 @@ def _refused_if_blocked(refusal: Callable[[], Exception]) -> Iterator[None]:
         if is_account_blocked(exc):
             raise refusal() from None
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    quote: Quote
+    event: Event
+    now: float
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,34 +83,49 @@ class Shop:
 
     async def make_offer(self, *, buyer: str, gb_months: int) -> Offer:
         """A signed offer at today's price, stored until it expires (RateUnavailable if no price)."""
+        priced = await self._priced(buyer, gb_months)
+        event = priced.event
+        await self._record(self.pool, priced, buyer=buyer, gb_months=gb_months)
+        payment = offer_events.payment_template(
+            event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
+        )
+        return Offer(
+            event=event, amount_msat=priced.quote.amount_msat, rate_usd=priced.quote.rate_usd, payment=payment
+        )
+
+    async def _priced(self, buyer: str, gb_months: int) -> _Priced:
+        """A signed offer at today's price (a remote, perhaps: asked before any lock is taken)."""
         quote = await self.price.quote(gb_months)
         now = self.clock()
-        created_at = int(now)
-        expires_at = created_at + self.offer_ttl_seconds
+        expires_at = int(now) + self.offer_ttl_seconds
         event = offer_events.make_offer(
             self.service_key,
             buyer=buyer,
             gb_months=gb_months,
             amount_msat=quote.amount_msat,
-            created_at=created_at,
+            created_at=int(now),
             expires_at=expires_at,
         )
+        return _Priced(quote, event, now, expires_at)
+
+    @staticmethod
+    async def _record(
+        db: Executor, priced: _Priced, *, buyer: str, gb_months: int, sha256: str | None = None
+    ) -> None:
+        """Store the offer (AccountBlocked if the buyer is blocked)."""
         with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
             await offers.insert(
-                self.pool,
-                offer_id=event.id,
+                db,
+                offer_id=priced.event.id,
                 pubkey=buyer,
                 gb_months=gb_months,
-                amount_msat=quote.amount_msat,
-                offer=event.to_dict(),
-                expires_at=datetime.fromtimestamp(expires_at, UTC),
-                now=datetime.fromtimestamp(now, UTC),
-                sats_per_usd=quote.sats_per_usd,
+                amount_msat=priced.quote.amount_msat,
+                offer=priced.event.to_dict(),
+                expires_at=datetime.fromtimestamp(priced.expires_at, UTC),
+                now=datetime.fromtimestamp(priced.now, UTC),
+                sats_per_usd=priced.quote.sats_per_usd,
+                sha256=sha256,
             )
-        payment = offer_events.payment_template(
-            event, buyer=buyer, service_pubkey=self.service_key.pubkey, relays=self.relays
-        )
-        return Offer(event=event, amount_msat=quote.amount_msat, rate_usd=quote.rate_usd, payment=payment)
 
     async def invoice(self, raw_payment: str, *, amount_param: str | None) -> str:
         """The BOLT11 invoice for the offer a signed 9734 names, for exactly the offer's amount and with
@@ -167,18 +191,9 @@ class Shop:
         if found is not None:
             return found
         await before_new()
-        quote = await self.price.quote(gb_months)  # a remote, perhaps: before any lock is taken
-        now = self.clock()
+        priced = await self._priced(buyer, gb_months)
+        quote, event, now, expires_at = priced.quote, priced.event, priced.now, priced.expires_at
         moment = datetime.fromtimestamp(now, UTC)
-        expires_at = int(now) + self.offer_ttl_seconds
-        event = offer_events.make_offer(
-            self.service_key,
-            buyer=buyer,
-            gb_months=gb_months,
-            amount_msat=quote.amount_msat,
-            created_at=int(now),
-            expires_at=expires_at,
-        )
         async with self.pool.acquire() as conn, conn.transaction():
             existing = None
             if sha256 is not None:  # another 402 for this blob may be making its invoice right now
@@ -192,19 +207,8 @@ class Shop:
                 )
             claimed_at = None
             if existing is None:
+                await self._record(conn, priced, buyer=buyer, gb_months=gb_months, sha256=sha256)
                 with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
-                    await offers.insert(
-                        conn,
-                        offer_id=event.id,
-                        pubkey=buyer,
-                        gb_months=gb_months,
-                        amount_msat=quote.amount_msat,
-                        offer=event.to_dict(),
-                        expires_at=datetime.fromtimestamp(expires_at, UTC),
-                        now=moment,
-                        sats_per_usd=quote.sats_per_usd,
-                        sha256=sha256,
-                    )
                     claimed_at = await offers.claim_for_invoicing(
                         conn, event.id, now=moment, stale_before=moment
                     )
