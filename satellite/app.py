@@ -22,11 +22,13 @@ from satellite.api.errors import error_middleware
 from satellite.api.observe import observe_request, sample_forever
 from satellite.auth import MAX_AUTH_CHARS, AuthRules
 from satellite.billing import allowance
+from satellite.billing.cashu_pay import CashuPay, CashuRules
 from satellite.billing.pricing import build_price
 from satellite.billing.purchase import Shop
 from satellite.billing.watcher import SettlementWatcher
 from satellite.blob_cache import BlobCache, follow_changes
 from satellite.blossom_auth import TokenRules, domain_of
+from satellite.cashu.mint_client import MintClient
 from satellite.config import Environment, LightningBackendName, Settings
 from satellite.cors import add_common_headers, preflight_middleware
 from satellite.db.database import database
@@ -125,6 +127,20 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             clock=app[CLOCK],
             on_invoice=metrics.invoices_created.inc,
         )
+        cashu = None
+        if settings.cashu_mint_list:
+            cashu = CashuPay(
+                pool=pool,
+                client=MintClient(session, timeout_seconds=settings.cashu_timeout_seconds),
+                rules=CashuRules(
+                    mints=settings.cashu_mint_list,
+                    max_proofs=settings.cashu_max_proofs,
+                    mint_timeout_seconds=settings.cashu_timeout_seconds,
+                ),
+                service_key=service_key,
+                policy=settings.account_policy,
+                now=lambda: datetime.fromtimestamp(app[CLOCK](), UTC),
+            )
         app[DEPS] = Deps(
             settings=settings,
             pool=pool,
@@ -159,6 +175,7 @@ async def _resources(app: web.Application) -> AsyncGenerator[None, None]:
             images=images,
             trusted_proxies=settings.trusted_proxy_networks,
             clock=app[CLOCK],
+            cashu=cashu,
         )
         watcher = SettlementWatcher(
             dsn=dsn,

@@ -212,6 +212,14 @@ class Settings(BaseSettings):
     # ...and never less than this many GB-months.
     payment_min_gb_months: int = Field(1, ge=1)
 
+    # --- paying with Cashu (NUT-24: a payment request in the 402's X-Cashu) ---
+    # The mints whose tokens are taken, comma-separated URLs; empty (the default): no Cashu at all.
+    cashu_mints: str = ""
+    # A mint must answer each call within this; a swap left unanswered is recovered on the next try.
+    cashu_timeout_seconds: float = Field(10.0, gt=0)
+    # Tokens of more proofs are refused (the server pays each one's input fee out of the token).
+    cashu_max_proofs: int = Field(64, ge=1, le=1000)
+
     # --- images (PUT /media, NIP-94 dim and blurhash) ---
     # Larger images (width x height) are refused (422) before any decoding.
     image_max_pixels: int = Field(50_000_000, ge=1)
@@ -268,6 +276,18 @@ class Settings(BaseSettings):
             except InvalidKey as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("cashu_mints")
+    @classmethod
+    def _mint_urls(cls, value: str) -> str:
+        for url in (u.strip() for u in value.split(",")):
+            if url and not url.startswith(("https://", "http://")):
+                raise ValueError(f"CASHU_MINTS: {url!r} is not an http(s) URL")
+        return value
+
+    @property
+    def cashu_mint_list(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(u.strip().rstrip("/") for u in self.cashu_mints.split(",") if u.strip()))
 
     @field_validator("relays")
     @classmethod

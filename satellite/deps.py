@@ -13,6 +13,7 @@ import asyncpg
 from aiohttp import web
 
 from satellite.auth import AuthRules
+from satellite.billing.cashu_pay import CashuPay
 from satellite.billing.policy import AccountPolicy
 from satellite.billing.pricing import Price
 from satellite.billing.purchase import Shop
@@ -53,6 +54,7 @@ class Deps:
     fetch_rules: FetchRules
     images: ImageWorker
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    cashu: CashuPay | None = None  # None unless CASHU_MINTS names a mint
     clock: Clock = time.time
 
     def now(self) -> datetime:

@@ -106,6 +106,11 @@ class LightningUnavailable(Refused):
     """The Lightning node cannot be reached or did not answer in time; try again shortly."""
 
 
+class MintUnavailable(Refused):
+    """A trusted Cashu mint cannot be reached or did not answer in time: the token is not lost, and
+    the same request may be sent again with it."""
+
+
 class LightningMisbehaved(Refused):
     """The Lightning node refused the request or answered with something we cannot use."""
 

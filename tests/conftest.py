@@ -32,6 +32,7 @@ TABLES = (
     "accounts",
     "auth_events",
     "blocklist",
+    "cashu_redemptions",
     "offers",
     "lightning_cursors",
     "dev_invoices",

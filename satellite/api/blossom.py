@@ -21,7 +21,7 @@ from satellite.api.auth_param import authorize_token
 from satellite.api.errors import ApiError
 from satellite.api.items import remove_owned
 from satellite.api.media import parse_blob_name
-from satellite.api.payments import payable, redeem_proof
+from satellite.api.payments import payable
 from satellite.blossom_auth import Verb, blob_hashes, names_blob
 from satellite.db import files
 from satellite.deps import DEPS, Deps
@@ -92,7 +92,6 @@ async def upload(request: web.Request) -> web.Response:
     """PUT /upload: the raw body, stored exactly as received."""
     announced = sha256_header(request)
     event = await authorize_token(request, Verb.UPLOAD, blob=announced, blob_required=True)
-    await redeem_proof(request, event.pubkey)
     async with payable(request, event.pubkey, sha256=announced, size=request.content_length):
         stored = await uploads.receive(
             request,
@@ -155,7 +154,6 @@ async def media(request: web.Request) -> web.Response:
         cleaned_facts.append(cleaned)
         return fresh
 
-    await redeem_proof(request, event.pubkey)
     async with payable(request, event.pubkey, sha256=announced, size=request.content_length):
         stored = await uploads.receive(
             request, uploads.request_body(request), pubkey=event.pubkey, check=clean, facts_of=cleaned_facts
@@ -222,7 +220,6 @@ async def mirror(request: web.Request) -> web.Response:
                 name=_url_name(origin.url),
             )
 
-    await redeem_proof(request, event.pubkey)
     named = sorted(blob_hashes(event))
     async with payable(request, event.pubkey, sha256=named[0] if len(named) == 1 else None, size=None):
         stored = await uploads.receive(

@@ -69,6 +69,7 @@ ANSWERS: dict[type[Exception], Answer] = {
     errors.ProcessingBusy: Answer(503, retry_after=5),
     errors.OfferUnavailable: Answer(400),
     errors.LightningUnavailable: Answer(503, retry_after=5),
+    errors.MintUnavailable: Answer(503, retry_after=5),
     errors.LightningMisbehaved: Answer(502),
     errors.RateUnavailable: Answer(503, 5, "no exchange rate available right now: try again shortly"),
     errors.DatabaseBusy: Answer(503, 2, "the server is busy: try again shortly"),

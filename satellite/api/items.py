@@ -9,7 +9,7 @@ from aiohttp import web
 from satellite import items
 from satellite.api import uploads
 from satellite.api.auth_param import authorize, file_name_tag, label_tag, sha256_tag, size_tag
-from satellite.api.payments import payable, redeem_proof
+from satellite.api.payments import payable
 from satellite.auth import Action
 from satellite.deps import DEPS, Deps
 from satellite.links import nip94_tags
@@ -21,7 +21,6 @@ async def put_item(request: web.Request) -> web.Response:
     name = file_name_tag(event)
     label = label_tag(event)
     size = size_tag(event)
-    await redeem_proof(request, event.pubkey)
     async with payable(request, event.pubkey, sha256=None, size=request.content_length or size):
         stored = await uploads.receive(
             request, uploads.request_body(request, size), pubkey=event.pubkey, name=name, label=label

@@ -1,9 +1,11 @@
-"""BUD-07 on the upload routes: a 402 carries `X-Lightning: <bolt11>`, and a request that comes again
-with `X-Lightning: <preimage>` is credited first (`satellite.billing.proof`)."""
+"""BUD-07 on the upload routes. A 402 carries what pays for the upload: a Lightning invoice in
+`X-Lightning` and, when the operator trusts a mint, a Cashu payment request (NUT-18) in `X-Cashu`
+(NUT-24). A request that comes again with `X-Lightning: <preimage>` or `X-Cashu: <token>` is credited
+first (`satellite.billing.proof`, `satellite.billing.cashu_pay`), then carried out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -11,6 +13,8 @@ from aiohttp import web
 
 from satellite.api.errors import ApiError
 from satellite.billing import proof
+from satellite.billing.cashu_pay import UNIT, sats_for
+from satellite.cashu.token import payment_request
 from satellite.deps import DEPS
 from satellite.errors import (
     AccountBlocked,
@@ -25,33 +29,62 @@ from satellite.throttle import Metered
 
 log = structlog.get_logger("satellite.payments")
 HEADER = "X-Lightning"
+CASHU_HEADER = "X-Cashu"
+# Why a 402's payment could not be offered: it goes without that header.
+_NOT_OFFERED = (LightningUnavailable, LightningMisbehaved, RateUnavailable, RateLimited, AccountBlocked)
 
 
-async def redeem_proof(request: web.Request, pubkey: str) -> None:
-    """If the request carries a proof of payment, spend it (400 if it proves nothing usable). A HEAD
-    never carries one (BUD-07): its header is not read."""
-    preimage = request.headers.get(HEADER)
-    if preimage is None or request.method == "HEAD":
+async def _redeem(request: web.Request, pubkey: str, sha256: str | None) -> None:
+    """Spend the proof of payment the request carries, if any (400 if it proves nothing usable). A
+    HEAD never carries one (BUD-07): its headers are not read."""
+    if request.method == "HEAD":
         return
     deps = request.app[DEPS]
-    await proof.redeem(
-        pool=deps.pool,
-        lightning=deps.shop.lightning,
-        service_key=deps.service_key,
-        policy=deps.policy,
-        pubkey=pubkey,
-        preimage=preimage,
-        now=deps.now(),
-        node_timeout_seconds=deps.settings.lightning_timeout_seconds,
-    )
+    preimage = request.headers.get(HEADER)
+    if preimage is not None:
+        await proof.redeem(
+            pool=deps.pool,
+            lightning=deps.shop.lightning,
+            service_key=deps.service_key,
+            policy=deps.policy,
+            pubkey=pubkey,
+            preimage=preimage,
+            now=deps.now(),
+            node_timeout_seconds=deps.settings.lightning_timeout_seconds,
+        )
+    token = request.headers.get(CASHU_HEADER)
+    if token is not None:
+        if deps.cashu is None:
+            raise ApiError(400, "this server takes no Cashu tokens: pay the invoice in X-Lightning instead")
+        # An attempt that asks the mint (up to three calls) counts as a credit request.
+        await deps.cashu.redeem(
+            pubkey=pubkey,
+            sha256=sha256,
+            raw_token=token,
+            before_mint=lambda: deps.throttle.admitted(request[CLIENT_KEY], pubkey, Metered.CREDIT),
+        )
+
+
+def _once(step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    done = False
+
+    async def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await step()
+
+    return run
 
 
 @asynccontextmanager
 async def payable(
     request: web.Request, pubkey: str, *, sha256: str | None, size: int | None
 ) -> AsyncIterator[None]:
-    """A 402 raised inside becomes one with an invoice for what the blob needs in `X-Lightning`. If no
-    invoice can be made now (the node, the price, the credit-request limit), the 402 goes as it is."""
+    """Around an upload: a proof of payment the request carries is spent first; a 402 raised inside
+    becomes one that says how to pay for what the blob needs. What cannot be offered now (the node, the
+    price, the credit-request limit) is left out; with nothing to offer, the 402 goes as it is."""
+    await _redeem(request, pubkey, sha256)
     try:
         yield
     except QuotaExceeded as exc:
@@ -65,24 +98,41 @@ async def payable(
             maximum=settings.max_gb_months,
         )
 
-        async def before_new() -> None:  # a new invoice is an offer row and a node call: a credit request
-            await deps.throttle.admitted(request[CLIENT_KEY], pubkey, Metered.CREDIT)
-
+        # A new invoice or offer is a row and perhaps a node call: one credit request per 402.
+        before_new = _once(lambda: deps.throttle.admitted(request[CLIENT_KEY], pubkey, Metered.CREDIT))
+        headers: dict[str, str] = {}
+        ways: list[str] = []
         try:
-            bolt11 = await deps.shop.invoice_for_upload(
+            headers[HEADER] = await deps.shop.invoice_for_upload(
                 buyer=pubkey, gb_months=gb_months, sha256=sha256, before_new=before_new
             )
-        except (
-            LightningUnavailable,
-            LightningMisbehaved,
-            RateUnavailable,
-            RateLimited,
-            AccountBlocked,
-        ) as why:
+            ways.append(
+                f"pay the {HEADER} invoice ({gb_months} GB-months) and retry with {HEADER}: <preimage>"
+            )
+        except _NOT_OFFERED as why:
             log.warning("402 without an invoice", pubkey=pubkey, reason=why.reason)
+        if deps.cashu is not None:
+            try:
+                offer = await deps.shop.cashu_offer_for_upload(
+                    buyer=pubkey, gb_months=gb_months, sha256=sha256, before_new=before_new
+                )
+                sats = sats_for(offer.amount_msat)
+                headers[CASHU_HEADER] = payment_request(
+                    amount=sats,
+                    unit=UNIT,
+                    mints=deps.cashu.rules.mints,
+                    request_id=offer.id,
+                    description=f"{gb_months} GB-months of storage",
+                )
+                ways.append(f"retry with {CASHU_HEADER}: <cashuB token of {sats} sat + the mint's fee>")
+            except _NOT_OFFERED as why:
+                log.warning("402 without a Cashu request", pubkey=pubkey, reason=why.reason)
+        if not headers:
             raise exc from None
+        # The ways to pay first: X-Reason is cut at 300 characters.
+        needed = exc.gb_months_needed
         reason = (
-            f"{exc.reason}; or pay the invoice in X-Lightning ({gb_months} GB-months) and send the same"
-            " request again with X-Lightning: <the payment's preimage>"
+            f"not enough storage credit for this upload: {'; or '.join(ways)}; or buy at least {needed}"
+            f" GB-month{'s' if needed != 1 else ''} with GET /account/credit"
         )
-        raise ApiError(402, reason, {HEADER: bolt11}) from exc
+        raise ApiError(402, reason, headers) from exc

@@ -141,19 +141,27 @@ def make_receipt(
     buyer: str,
     offer_id: str,
     payment_raw: str,
-    bolt11: str,
+    bolt11: str | None,
     preimage: str | None,
     paid_at: int,
+    cashu_mint: str | None = None,
+    amount_msat: int | None = None,
 ) -> Event:
     """Kind 9735: `p` the recipient (this server), `P` the payer, `e` the offer, the invoice, the 9734 as
-    `description`, the preimage; created_at is when the invoice was paid."""
+    `description`, the preimage; created_at is when the invoice was paid. An offer paid in Cashu has no
+    invoice: its receipt names the mint (`cashu`) and the `amount` received instead."""
     tags = [
         ["p", service_key.pubkey],
         ["P", buyer],
         ["e", offer_id],
-        ["bolt11", bolt11],
-        ["description", payment_raw],
     ]
+    if bolt11 is not None:
+        tags.append(["bolt11", bolt11])
+    if cashu_mint is not None:
+        tags.append(["cashu", cashu_mint])
+    if amount_msat is not None:
+        tags.append(["amount", str(amount_msat)])
+    tags.append(["description", payment_raw])
     if preimage:
         tags.append(["preimage", preimage])
     return service_key.sign_event(kind=RECEIPT_KIND, content="", tags=tags, created_at=paid_at)

@@ -108,9 +108,44 @@ class Shop:
         )
         return _Priced(quote, event, now, expires_at)
 
+    async def cashu_offer_for_upload(
+        self, *, buyer: str, gb_months: int, sha256: str | None, before_new: Callable[[], Awaitable[None]]
+    ) -> offers.OfferRow:
+        """An offer for `gb_months` that a Cashu token pays (NUT-24), handed out in a 402 beside the
+        invoice: the same price, its own row (so paying both credits both, and nothing is lost), never
+        invoiced. The same 402 again gets the same offer while it is open; only a new one runs
+        `before_new`. Raises RateUnavailable, AccountBlocked."""
+        payable_after = datetime.fromtimestamp(self.clock() + offer_events.MIN_PAYABLE_SECONDS, UTC)
+        found = await offers.open_cashu_offer(
+            self.pool, pubkey=buyer, sha256=sha256, gb_months=gb_months, payable_after=payable_after
+        )
+        if found is not None:
+            return found
+        await before_new()
+        priced = await self._priced(buyer, gb_months)
+        await self._record(
+            self.pool,
+            priced,
+            buyer=buyer,
+            gb_months=gb_months,
+            sha256=sha256,
+            method="cashu",
+            payment=offer_events.event_json(priced.event),
+        )
+        row = await offers.get(self.pool, priced.event.id)
+        assert row is not None
+        return row
+
     @staticmethod
     async def _record(
-        db: Executor, priced: _Priced, *, buyer: str, gb_months: int, sha256: str | None = None
+        db: Executor,
+        priced: _Priced,
+        *,
+        buyer: str,
+        gb_months: int,
+        sha256: str | None = None,
+        method: str = "lightning",
+        payment: str | None = None,
     ) -> None:
         """Store the offer (AccountBlocked if the buyer is blocked)."""
         with _refused_if_blocked(lambda: AccountBlocked(BLOCKED_ACCOUNT)):
@@ -125,6 +160,8 @@ class Shop:
                 now=datetime.fromtimestamp(priced.now, UTC),
                 sats_per_usd=priced.quote.sats_per_usd,
                 sha256=sha256,
+                method=method,
+                payment=payment,
             )
 
     async def invoice(self, raw_payment: str, *, amount_param: str | None) -> str:

@@ -22,6 +22,7 @@ from satellite.billing.events import make_receipt
 from satellite.billing.metering import credit_for
 from satellite.billing.policy import AccountPolicy
 from satellite.db import accounts, offers
+from satellite.db.types import Connection
 from satellite.nostr.keys import SecretKey
 
 log = structlog.get_logger("satellite.settle")
@@ -65,6 +66,14 @@ def invoice_matches(pr: str, *, amount_msat: int, description: str) -> bool:
         return False
     wanted_hash = hashlib.sha256(description.encode("utf-8")).hexdigest()
     return decoded.amount_msat == amount_msat and decoded.description_hash == wanted_hash
+
+
+async def credit_account(
+    conn: Connection, pubkey: str, gb_months: int, paid_at: datetime, *, policy: AccountPolicy
+) -> None:
+    """In the transaction that marks an offer paid: the account gains the offer's GB-months."""
+    await accounts.ensure(conn, pubkey, paid_at)
+    await accounts.add_credit(conn, pubkey, paid_at, credit_for(gb_months), free_bytes=policy.free_bytes)
 
 
 async def settle(
@@ -124,10 +133,7 @@ async def settle(
             preimage=preimage,
             paid_at=settled_at,
         )
-        await accounts.ensure(conn, offer.pubkey, paid_at)
-        await accounts.add_credit(
-            conn, offer.pubkey, paid_at, credit_for(offer.gb_months), free_bytes=policy.free_bytes
-        )
+        await credit_account(conn, offer.pubkey, offer.gb_months, paid_at, policy=policy)
         await offers.mark_paid(
             conn,
             offer.id,

@@ -1,4 +1,4 @@
-"""Billing commands: expire, reconcile, credit."""
+"""Billing commands: expire, reconcile, credit, cashu-proofs."""
 
 from __future__ import annotations
 
@@ -53,6 +53,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     credit.add_argument("--operator", default=None, help="who grants it (default: the login name)")
     credit.add_argument("--dry-run", action="store_true", help="check and show, change nothing")
     credit.set_defaults(run=_credit)
+
+    cashu = sub.add_parser(
+        "cashu-proofs",
+        help="print the Cashu ecash the server has taken, as one token per mint",
+        description="Tokens paid in X-Cashu are swapped at the mint for proofs only this server can spend;"
+        " they are kept in the database until handed out here. Prints one cashuB token per mint (for any"
+        " Cashu wallet to receive) and the amount it holds. With --mark-exported, the proofs printed are"
+        " marked as handed out and are not printed again: store the output first.",
+    )
+    cashu.add_argument("--mint", help="only this mint's proofs")
+    cashu.add_argument("--mark-exported", action="store_true", help="mark the proofs printed as handed out")
+    cashu.set_defaults(run=_cashu_proofs)
 
 
 async def _expire(op: Operator, a: argparse.Namespace) -> int:
@@ -173,6 +185,36 @@ async def _reconcile(op: Operator, a: argparse.Namespace) -> int:
     text += f"\nchecked {len(findings)} invoices: {data['fixed']} put right, {problems} need attention"
     op.emit(data, text)
     return 1 if problems else 0
+
+
+async def _cashu_proofs(op: Operator, a: argparse.Namespace) -> int:
+    from satellite.cashu.token import encode_token, normalise_mint
+    from satellite.db import cashu
+
+    held = await cashu.held(op.pool, mint=normalise_mint(a.mint) if a.mint else None)
+    by_mint: dict[str, list[cashu.Held]] = {}
+    for h in held:
+        by_mint.setdefault(h.mint, []).append(h)
+    found = []
+    for mint, rows in by_mint.items():
+        proofs = [p for h in rows for p in h.proofs]
+        found.append(
+            {
+                "mint": mint,
+                "sat": sum(int(p["amount"]) for p in proofs),
+                "payments": len(rows),
+                "proofs": len(proofs),
+                "token": encode_token(mint, "sat", proofs),
+            }
+        )
+    lines = [
+        f"{f['mint']}  {f['sat']} sat in {f['proofs']} proofs ({f['payments']} payments)\n{f['token']}"
+        for f in found
+    ]
+    op.emit({"mints": found, "marked_exported": a.mark_exported}, "\n".join(lines) or "no Cashu proofs held")
+    if a.mark_exported and held:
+        await cashu.mark_exported(op.pool, [h.token_key for h in held], op.now())
+    return 0
 
 
 async def _credit(op: Operator, a: argparse.Namespace) -> int:

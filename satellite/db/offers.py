@@ -41,12 +41,15 @@ async def insert(
     now: datetime,
     sats_per_usd: Decimal | None = None,
     sha256: str | None = None,
+    method: str = "lightning",
+    payment: str | None = None,
 ) -> None:
     """Record an offer (SQLSTATE SA403, `blocklist.ACCOUNT_BLOCKED`, if the buyer is blocked); `sha256`
-    is the blob it would pay for, when it answers a 402 (BUD-07)."""
+    is the blob it would pay for, when it answers a 402 (BUD-07). A `cashu` offer is paid by a token,
+    never invoiced; its `payment` (what its receipt describes) is the offer itself."""
     await db.execute(
         "INSERT INTO offers (id, pubkey, gb_months, amount_msat, offer, expires_at, created_at, sats_per_usd,"
-        " sha256) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)",
+        " sha256, method, payment) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)",
         offer_id,
         pubkey,
         gb_months,
@@ -56,6 +59,8 @@ async def insert(
         now,
         sats_per_usd,
         sha256,
+        method,
+        payment,
     )
 
 
@@ -72,7 +77,7 @@ async def claim_for_invoicing(
     SQLSTATE SA403 (`blocklist.ACCOUNT_BLOCKED`) if the buyer has been blocked since."""
     claimed_at: datetime | None = await db.fetchval(
         "UPDATE offers SET status = 'invoicing', invoicing_at = $2"
-        " WHERE id = $1 AND expires_at > $2"
+        " WHERE id = $1 AND expires_at > $2 AND method = 'lightning'"
         " AND (status = 'offered' OR (status = 'invoicing' AND invoicing_at < $3))"
         " RETURNING invoicing_at",
         offer_id,
@@ -140,6 +145,38 @@ async def lock_open_upload(
         stale_before,
     )
     return offer_id
+
+
+async def open_cashu_offer(
+    db: Executor, *, pubkey: str, sha256: str | None, payable_after: datetime, gb_months: int | None = None
+) -> OfferRow | None:
+    """The newest Cashu offer of a 402 (NUT-24) still open for this buyer and blob (and amount, if
+    given) that does not lapse before `payable_after`."""
+    row = await db.fetchrow(
+        f"SELECT {_COLUMNS} FROM offers WHERE pubkey = $1 AND sha256 IS NOT DISTINCT FROM $2"
+        " AND ($3::integer IS NULL OR gb_months = $3) AND method = 'cashu' AND status = 'offered'"
+        " AND expires_at > $4 ORDER BY expires_at DESC, id LIMIT 1",
+        pubkey,
+        sha256,
+        gb_months,
+        payable_after,
+    )
+    return OfferRow(**dict(row)) if row else None
+
+
+async def mark_paid_by_cashu(
+    conn: Connection, offer_id: str, *, amount_received_msat: int, receipt: dict[str, Any], paid_at: datetime
+) -> bool:
+    """A Cashu offer (offered, or expired while its token was being swapped) -> paid."""
+    status = await conn.execute(
+        "UPDATE offers SET status = 'paid', amount_received_msat = $2, receipt = $3::jsonb, paid_at = $4"
+        " WHERE id = $1 AND method = 'cashu' AND status IN ('offered', 'expired')",
+        offer_id,
+        amount_received_msat,
+        json.dumps(receipt),
+        paid_at,
+    )
+    return str(status).endswith(" 1")
 
 
 async def by_payment_hash(db: Executor, payment_hash: str) -> OfferRow | None:
@@ -230,8 +267,11 @@ async def prune(
     return await delete_where(
         db,
         "offers",
-        "(status IN ('offered', 'invoicing', 'expired') AND bolt11 IS NULL AND expires_at < $1)"
-        " OR (status = 'expired' AND bolt11 IS NOT NULL AND expires_at < $2)",
+        "((status IN ('offered', 'invoicing', 'expired') AND bolt11 IS NULL AND expires_at < $1)"
+        " OR (status = 'expired' AND bolt11 IS NOT NULL AND expires_at < $2))"
+        # a token being swapped for a Cashu offer still pays it, however late
+        " AND NOT EXISTS (SELECT 1 FROM cashu_redemptions r WHERE r.offer_id = offers.id"
+        " AND r.state IN ('swapping', 'swapped'))",
         never_invoiced_before,
         unpaid_before,
         dry_run=dry_run,
