@@ -7,7 +7,8 @@ The order makes every failure safe:
 2. The keysets give the input fee, which the token pays: what is left must cover the offer.
 3. A row records the token and the outputs asked for (their secrets and blinding factors) *before*
    the mint is asked, leased to this request. One token per offer, one row per token.
-4. The swap. A refusal from the mint (spent, forged) marks the row refused. No answer at all leaves it
+4. The swap. A refusal from the mint (spent, forged) marks the row refused, a record only: the token
+   may come again, and the offer is free for another. No answer at all leaves it
    `swapping` and answers 503: the next attempt with the same token asks the mint which of our outputs
    it signed (NUT-09 restore), so a lost answer, a crash or a dropped client loses nothing.
 5. The signatures are unblinded and kept (`swapped`), then the offer is paid, the account credited and
@@ -151,7 +152,10 @@ class CashuPay:
         active = sorted(k.id for k in keysets.values() if k.active and k.unit == UNIT)
         if not active:
             raise MintUnavailable("the mint has no active sat keyset to sign with now: try again later")
+        keys = await self._ask(self.client.keys(token.mint, active[0]))
         outputs = bdhke.new_outputs(received, active[0])
+        if any(o.amount not in keys for o in outputs):
+            raise MintUnavailable("the mint's keyset cannot sign these amounts now: try again later")
         now = self.now()
         try:
             started = await cashu_db.start(
@@ -199,7 +203,7 @@ class CashuPay:
     async def _resume(
         self, row: cashu_db.Redemption, pubkey: str, before_mint: Callable[[], Awaitable[None]]
     ) -> None:
-        """A token this server has seen: spent, refused, or still to be finished (by this request, if
+        """A token this server has taken or is taking: spent, or still to be finished (by this request, if
         the one working on it has given it up; else once that one is done)."""
         if row.pubkey != pubkey:
             raise ProofRefused("this token has already been sent by another account")
@@ -207,8 +211,6 @@ class CashuPay:
         while True:
             if row.state == "credited":
                 raise ProofRefused("this token has already been spent here")
-            if row.state == "refused":
-                raise ProofRefused(f"this token was refused: {row.reason}")
             if row.state == "swapped":
                 if await self._credit(row.token_key):
                     return
@@ -224,7 +226,8 @@ class CashuPay:
                 raise MintUnavailable("this token is still being redeemed: try again shortly")
             await asyncio.sleep(WAIT_SECONDS)
             fresh = await cashu_db.get(self.pool, row.token_key)
-            assert fresh is not None
+            if fresh is None:  # the mint refused it to the request that held it
+                raise ProofRefused("the mint refused this token. Nothing was credited")
             row = fresh
 
     async def _swap(self, row: cashu_db.Redemption, *, resumed: bool) -> None:

@@ -42,7 +42,9 @@ def _row(record: Any) -> Redemption:
 
 
 async def get(db: Executor, token_key: str) -> Redemption | None:
-    record = await db.fetchrow(f"SELECT {_COLUMNS} FROM cashu_redemptions WHERE token_key = $1", token_key)
+    record = await db.fetchrow(
+        f"SELECT {_COLUMNS} FROM cashu_redemptions WHERE token_key = $1 AND state <> 'refused'", token_key
+    )
     return _row(record) if record else None
 
 
@@ -67,7 +69,7 @@ async def start(
         "INSERT INTO cashu_redemptions (token_key, offer_id, pubkey, mint, state, inputs, outputs,"
         " amount_sat, fee_sat, lease_until, created_at)"
         " VALUES ($1, $2, $3, $4, 'swapping', $5::jsonb, $6::jsonb, $7, $8, $9, $10)"
-        " ON CONFLICT (token_key) DO NOTHING",
+        " ON CONFLICT (token_key) WHERE state <> 'refused' DO NOTHING",
         token_key,
         offer_id,
         pubkey,
@@ -134,7 +136,8 @@ async def lock_swapped(conn: Connection, token_key: str) -> Redemption | None:
 
 async def mark_credited(conn: Connection, token_key: str, now: datetime) -> None:
     await conn.execute(
-        "UPDATE cashu_redemptions SET state = 'credited', finished_at = $2 WHERE token_key = $1",
+        "UPDATE cashu_redemptions SET state = 'credited', finished_at = $2 WHERE token_key = $1"
+        " AND state = 'swapped'",
         token_key,
         now,
     )
@@ -161,7 +164,7 @@ async def held(db: Executor, *, mint: str | None = None) -> list[Held]:
 async def mark_exported(db: Executor, token_keys: list[str], now: datetime) -> int:
     status = await db.execute(
         "UPDATE cashu_redemptions SET exported_at = $2"
-        " WHERE token_key = ANY($1::text[]) AND exported_at IS NULL",
+        " WHERE token_key = ANY($1::text[]) AND proofs IS NOT NULL AND exported_at IS NULL",
         token_keys,
         now,
     )
