@@ -314,6 +314,7 @@ def _api_paths(prefix: str) -> Json:
         parameters=[
             _auth_parameter("upload"),
             PROOF_PARAMETER,
+            CASHU_PARAMETER,
             {
                 "name": "Content-Encoding",
                 "in": "header",
@@ -479,8 +480,13 @@ def _payment_required(description: str) -> Json:
     """A 402 that may carry an invoice (BUD-07): pay it, then send the same request with its preimage."""
     return _error(
         description + "; X-Lightning, when present, is a BOLT11 invoice for what the blob needs: pay it "
-        "and send the same request again with X-Lightning: <the payment's preimage>",
-        headers={"X-Lightning": _string_header("a BOLT11 invoice", required=False)},
+        "and send the same request again with X-Lightning: <the payment's preimage>. X-Cashu, when the "
+        "server takes Cashu, is a NUT-18 payment request (creqA) for the same: send the same request "
+        "again with X-Cashu: <a cashuB token>",
+        headers={
+            "X-Lightning": _string_header("a BOLT11 invoice", required=False),
+            "X-Cashu": _string_header("a NUT-18 payment request, creqA…", required=False),
+        },
     )
 
 
@@ -490,6 +496,16 @@ PROOF_PARAMETER: Json = {
     "required": False,
     "description": "the preimage of an invoice a 402 gave this pubkey, once paid (BUD-07): the account is "
     "credited, and the proof spent, before the upload is read; 400 if it proves no usable payment",
+    "schema": {"type": "string"},
+}
+
+CASHU_PARAMETER: Json = {
+    "name": "X-Cashu",
+    "in": "header",
+    "required": False,
+    "description": "a cashuB token (NUT-24) from a mint a 402's X-Cashu request names, worth what it asks "
+    "after the mint's input fee: swapped at the mint and credited before the upload is read; 400 if it "
+    "cannot pay, 503 if the mint cannot be asked now (the token is not lost)",
     "schema": {"type": "string"},
 }
 
@@ -778,6 +794,7 @@ def _blossom_upload_paths() -> Json:
         parameters=[
             _token_parameter("upload", note=UPLOAD_TOKEN),
             PROOF_PARAMETER,
+            CASHU_PARAMETER,
             _sha256_header(
                 required=False, description="the body's sha256, checked before it is stored (409)"
             ),
@@ -832,6 +849,7 @@ def _blossom_upload_paths() -> Json:
         parameters=[
             _token_parameter("upload", note=" Its `x` tags must name the blob to be fetched."),
             PROOF_PARAMETER,
+            CASHU_PARAMETER,
         ],
         request_body={"required": True, "content": _json(_schema("MirrorRequest"))},
     )
@@ -882,6 +900,7 @@ def _blossom_upload_paths() -> Json:
         parameters=[
             _token_parameter("media", note=UPLOAD_TOKEN),
             PROOF_PARAMETER,
+            CASHU_PARAMETER,
             _sha256_header(required=False, description="the body's sha256, checked before it is processed"),
         ],
         request_body={
