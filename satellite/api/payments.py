@@ -129,10 +129,6 @@ async def payable(
                 log.warning("402 without a Cashu request", pubkey=pubkey, reason=why.reason)
         if not headers:
             raise exc from None
-        # The ways to pay first: X-Reason is cut at 300 characters.
-        needed = exc.gb_months_needed
-        reason = (
-            f"not enough storage credit for this upload: {'; or '.join(ways)}; or buy at least {needed}"
-            f" GB-month{'s' if needed != 1 else ''} with GET /account/credit"
-        )
-        raise ApiError(402, reason, headers) from exc
+        # The ways to pay first (X-Reason is cut at 300 characters), then the refusal's own advice.
+        lead, _, advice = exc.reason.partition(": ")
+        raise ApiError(402, f"{lead}: {'; or '.join(ways)}; or {advice or lead}", headers) from exc
