@@ -14,7 +14,7 @@ import secp256k1
 from hypothesis import given
 from hypothesis import strategies as st
 
-from satellite.billing.cashu_pay import inputs_and_fee, resolve_keyset, sats_for
+from satellite.billing.cashu_pay import amount_with_fee, inputs_and_fee, resolve_keyset, sats_for
 from satellite.cashu import bdhke
 from satellite.cashu.mint_client import Keyset
 from satellite.cashu.token import (
@@ -115,6 +115,17 @@ def test_the_fee_is_the_per_input_ppk_rounded_up(fees):
 def test_a_cashu_offer_asks_at_least_its_lightning_price(msat):
     sats = sats_for(msat)
     assert sats * 1000 >= msat > (sats - 1) * 1000
+
+
+@given(st.integers(1, 10**9), st.integers(0, 5000))
+def test_a_request_asks_the_least_that_covers_the_price_after_the_swaps_fee(price, ppk):
+    def left(amount: int) -> int:  # sent as its binary split, after the fee of swapping it
+        return amount - bdhke.input_fee([ppk] * len(bdhke.split_amount(amount)))
+
+    asked = amount_with_fee(price, ppk)
+    assert left(asked) >= price
+    assert all(left(a) < price for a in range(price, asked))
+    assert asked == price if ppk == 0 else asked > price
 
 
 def test_the_specs_v4_token_is_read():

@@ -88,12 +88,14 @@ async def test_402_then_a_token_then_the_same_request_stores_it_and_credits_once
     request = refused.headers["X-Cashu"]
     assert "X-Cashu" in refused.headers["X-Reason"]
     # nutshell's own NUT-18 decoder reads the request
+    # The price, plus the input fee the server pays to swap a token of the fewest proofs (51 = 4 proofs).
+    asked = PRICE + 1
     seen = await wallet("request", request)
-    assert seen == {"a": PRICE, "u": "sat", "m": [mint.url], "i": seen["i"], "s": True}
-    assert decode_payment_request(request)["a"] == PRICE
+    assert seen == {"a": asked, "u": "sat", "m": [mint.url], "i": seen["i"], "s": True}
+    assert decode_payment_request(request)["a"] == asked
 
-    exact, enough = await tokens(mint.url, tmp_path / "w", PRICE, PRICE + 1)
-    # exactly the price: the mint's input fee would leave less than asked; nothing is spent
+    exact, enough = await tokens(mint.url, tmp_path / "w", PRICE, asked)
+    # only the price: the mint's input fee would leave less than that; nothing is spent
     short = await paying.put("/upload", data=BODY, headers=upload_headers(user, exact))
     assert short.status == 400
     assert f"at least {PRICE + fee_of(exact)} sat" in short.headers["X-Reason"]

@@ -20,6 +20,7 @@ from satellite.errors import (
     AccountBlocked,
     LightningMisbehaved,
     LightningUnavailable,
+    MintUnavailable,
     QuotaExceeded,
     RateLimited,
     RateUnavailable,
@@ -116,16 +117,16 @@ async def payable(
                 offer = await deps.shop.cashu_offer_for_upload(
                     buyer=pubkey, gb_months=gb_months, sha256=sha256, before_new=before_new
                 )
-                sats = sats_for(offer.amount_msat)
+                sats, mints = await deps.cashu.request_for(sats_for(offer.amount_msat))
                 headers[CASHU_HEADER] = payment_request(
                     amount=sats,
                     unit=UNIT,
-                    mints=deps.cashu.rules.mints,
+                    mints=mints,
                     request_id=offer.id,
-                    description=f"{gb_months} GB-months of storage",
+                    description=f"{gb_months} GB-months",
                 )
-                ways.append(f"retry with {CASHU_HEADER}: <cashuB token of {sats} sat + the mint's fee>")
-            except _NOT_OFFERED as why:
+                ways.append(f"retry with {CASHU_HEADER}: <cashuB token of {sats} sat>")
+            except (*_NOT_OFFERED, MintUnavailable) as why:
                 log.warning("402 without a Cashu request", pubkey=pubkey, reason=why.reason)
         if not headers:
             raise exc from None

@@ -46,11 +46,23 @@ log = structlog.get_logger("satellite.billing.cashu")
 UNIT = "sat"
 # How often a request waiting for another one's swap of the same token looks again.
 WAIT_SECONDS = 0.1
+# A 402's fee estimate may use a mint's keysets read this long ago; a swap always reads them afresh.
+KEYSETS_MAX_AGE_SECONDS = 60.0
 
 
 def sats_for(amount_msat: int) -> int:
     """What a Cashu offer asks, in whole sats (rounded up: never less than its Lightning price)."""
     return math.ceil(amount_msat / 1000)
+
+
+def amount_with_fee(price: int, fee_ppk: int) -> int:
+    """What a payment request asks for `price` at a mint charging `fee_ppk` an input (pure): the least
+    amount that, sent as its own binary split (the fewest proofs), still leaves `price` after the fee
+    the server pays to swap it."""
+    amount = price
+    while amount - bdhke.input_fee([fee_ppk] * len(bdhke.split_amount(amount))) < price:
+        amount += 1
+    return amount
 
 
 def resolve_keyset(sent_id: str, keysets: dict[str, Keyset]) -> Keyset:
@@ -97,6 +109,24 @@ class CashuPay:
     service_key: SecretKey
     policy: AccountPolicy
     now: Callable[[], datetime]
+
+    async def request_for(self, price: int) -> tuple[int, tuple[str, ...]]:
+        """What a 402's payment request asks (the price plus the input fee of a token of the fewest
+        proofs, at the dearest of the mints), and of which mints: those that answer now (their
+        keysets read at most a minute ago). MintUnavailable if none does."""
+        fees: list[int] = []
+        answering: list[str] = []
+        for mint in self.rules.mints:
+            try:
+                keysets = await self.client.keysets(mint, max_age_seconds=KEYSETS_MAX_AGE_SECONDS)
+            except NoAnswer as exc:
+                log.warning("cashu mint left out of a 402: it did not answer", mint=mint, error=str(exc))
+                continue
+            answering.append(mint)
+            fees.extend(k.input_fee_ppk for k in keysets.values() if k.unit == UNIT)
+        if not answering:
+            raise MintUnavailable("no trusted mint answers now")
+        return amount_with_fee(price, max(fees, default=0)), tuple(answering)
 
     async def redeem(
         self,

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 MAX_ANSWER_BYTES = 1 << 20
 PENDING_CODES = frozenset({11002, 11004})
+# 100 sat an input: past this, a keyset's fee is not a mint's but a fault (and would make the 402's
+# fee estimate, `cashu_pay.amount_with_fee`, search far).
+MAX_FEE_PPK = 100_000
 ALREADY_SPENT = 11001
 
 
@@ -48,6 +52,8 @@ class Keyset:
 class MintClient:
     session: aiohttp.ClientSession
     timeout_seconds: float
+    # keysets as last read, by mint: (when, keysets), for the 402's fee estimate only
+    _seen: dict[str, tuple[float, dict[str, Keyset]]] = field(default_factory=dict, repr=False)
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         try:
@@ -76,13 +82,22 @@ class MintClient:
             raise MintUnavailable(f"{method} {url}: HTTP {status}")
         return data
 
-    async def keysets(self, mint: str) -> dict[str, Keyset]:
+    async def keysets(self, mint: str, *, max_age_seconds: float = 0) -> dict[str, Keyset]:
+        """Every keyset of the mint; with `max_age_seconds`, as read that recently, if it was."""
+        seen = self._seen.get(mint)
+        if seen is not None and time.monotonic() - seen[0] < max_age_seconds:
+            return seen[1]
+        found = await self._read_keysets(mint)
+        self._seen[mint] = (time.monotonic(), found)
+        return found
+
+    async def _read_keysets(self, mint: str) -> dict[str, Keyset]:
         data = await self._call("GET", f"{mint}/v1/keysets")
         found: dict[str, Keyset] = {}
         try:
             for k in data["keysets"]:
                 fee = k.get("input_fee_ppk") or 0
-                if not isinstance(k["id"], str) or type(fee) is not int or fee < 0:
+                if not isinstance(k["id"], str) or type(fee) is not int or not 0 <= fee <= MAX_FEE_PPK:
                     raise ValueError
                 found[k["id"].lower()] = Keyset(k["id"].lower(), str(k["unit"]), bool(k["active"]), fee)
         except (KeyError, TypeError, ValueError, AttributeError):
