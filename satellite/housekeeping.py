@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from satellite.db import auth_events, offers, rate_limits, upload_leases
+from satellite.db import auth_events, cashu, offers, rate_limits, upload_leases
 from satellite.limits import Limits
 from satellite.orphans import collect_orphans
 from satellite.staging import sweep_spools
@@ -48,6 +48,7 @@ async def prune(
         ),
         "rate_buckets": await rate_limits.prune(pool, now, longest_refill, dry_run=dry_run),
         "upload_leases": await upload_leases.prune(pool, now, dry_run=dry_run),
+        "cashu_refused": await cashu.prune_refused(pool, now - unpaid_retention, dry_run=dry_run),
     }
 
 

@@ -123,8 +123,9 @@ async def test_402_then_a_token_then_the_same_request_stores_it_and_credits_once
     assert out.code == 0, out.err
     [held] = out.json["mints"]
     assert held["mint"] == mint.url and held["sat"] == PRICE + 1 - fee_of(enough)
-    received = await wallet("receive", mint.url, str(tmp_path / "operator"), held["token"])
-    assert received == {"balance": held["sat"] - fee_of(held["token"])}
+    [exported] = held["tokens"]
+    received = await wallet("receive", mint.url, str(tmp_path / "operator"), exported)
+    assert received == {"balance": held["sat"] - fee_of(exported)}
     assert (await run(env_settings, "cashu-proofs", "--json")).json["mints"] == []  # handed out once
 
 

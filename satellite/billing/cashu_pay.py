@@ -65,6 +65,14 @@ def amount_with_fee(price: int, fee_ppk: int) -> int:
     return amount
 
 
+def offer_paid_by(open_offers: list[offers.OfferRow], received: int) -> offers.OfferRow | None:
+    """Which of a buyer's open Cashu offers for this upload a token worth `received` (after the fee)
+    pays (pure): the largest it pays in full, so a token sent for a larger 402 never pays a smaller
+    one and loses the difference; None if it pays none."""
+    payable = [o for o in open_offers if sats_for(o.amount_msat) <= received]
+    return max(payable, key=lambda o: (o.gb_months, o.amount_msat, o.id), default=None)
+
+
 def resolve_keyset(sent_id: str, keysets: dict[str, Keyset]) -> Keyset:
     """The mint's keyset a proof names, by its full or short (first 8 bytes) id (NUT-00); ProofRefused
     if it names none, or more than one."""
@@ -87,6 +95,10 @@ def inputs_and_fee(token: Token, keysets: dict[str, Keyset]) -> tuple[list[dict[
         inputs.append(proof.to_input(keyset.id))
         fees.append(keyset.input_fee_ppk)
     return inputs, bdhke.input_fee(fees)
+
+
+async def _nothing() -> None:
+    """Another request of the same token has counted this attempt already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,26 +170,28 @@ class CashuPay:
         known = await cashu_db.get(self.pool, token.key)
         if known is not None:
             return await self._resume(known, pubkey, before_mint)
-        offer = await offers.open_cashu_offer(
+        open_offers = await offers.open_cashu_offers(
             self.pool, pubkey=pubkey, sha256=sha256, payable_after=self.now()
         )
-        if offer is None:
+        if not open_offers:
             raise ProofRefused(
                 "no Cashu payment request of this server is open for this upload: send the request without"
                 " X-Cashu to get one"
             )
-        price = sats_for(offer.amount_msat)
-        if token.amount < price:
+        cheapest = min(sats_for(o.amount_msat) for o in open_offers)
+        if token.amount < cheapest:
             raise ProofRefused(
-                f"the token holds {token.amount} sat; {price} sat are asked: nothing was spent"
+                f"the token holds {token.amount} sat; {cheapest} sat are asked: nothing was spent"
             )
+        await before_mint()
         keysets = await self._ask(self.client.keysets(token.mint))
         inputs, fee = inputs_and_fee(token, keysets)
         received = token.amount - fee
-        if received < price:
+        offer = offer_paid_by(open_offers, received)
+        if offer is None:
             raise ProofRefused(
                 f"the token holds {token.amount} sat, {received} after the mint's input fee of {fee} sat;"
-                f" {price} sat are asked: send a token of at least {price + fee} sat. Nothing was spent"
+                f" {cheapest} sat are asked: send a token of at least {cheapest + fee} sat. Nothing was spent"
             )
         active = sorted(k.id for k in keysets.values() if k.active and k.unit == UNIT)
         if not active:
@@ -202,18 +216,23 @@ class CashuPay:
                 now=now,
             )
         except asyncpg.UniqueViolationError:
+            # the offer's index can answer before the token's: is it this very token, sent twice?
+            same = await cashu_db.get(self.pool, token.key)
+            if same is not None:
+                return await self._resume(same, pubkey, _nothing)
             raise ProofRefused(
-                "another token is paying this payment request already: send the request without X-Cashu"
-                " for a new one"
+                "another token is paying this payment request right now: send the request again without"
+                " X-Cashu, once it is done, for a new one"
             ) from None
         except asyncpg.PostgresError as exc:
             if is_account_blocked(exc):
                 raise AccountBlocked(BLOCKED_ACCOUNT) from None
             raise
         row = await cashu_db.get(self.pool, token.key)
-        assert row is not None
+        if row is None:  # recorded by another request a moment ago, and refused by the mint since
+            raise ProofRefused("the mint refused this token. Nothing was credited")
         if not started:  # another request recorded the same token a moment ago
-            return await self._resume(row, pubkey, lambda: asyncio.sleep(0))
+            return await self._resume(row, pubkey, _nothing)
         log.info(
             "cashu token received", pubkey=pubkey, offer=offer.id, mint=token.mint, sat=token.amount, fee=fee
         )
@@ -297,8 +316,12 @@ class CashuPay:
     async def _signed_already(
         self, row: cashu_db.Redemption, outputs: list[bdhke.Output]
     ) -> list[dict[str, Any]] | None:
-        """The mint's signatures for our outputs if it gave them (a swap whose answer was lost)."""
-        found = await self.client.restore(row.mint, [o.to_message() for o in outputs])
+        """The mint's signatures for our outputs if it gave them (a swap whose answer was lost). A mint
+        that will not say is no answer: the outcome stays unknown, and the token kept."""
+        try:
+            found = await self.client.restore(row.mint, [o.to_message() for o in outputs])
+        except MintRefused as exc:
+            raise NoAnswer(f"the mint refused to restore: {exc.detail}") from None
         signed = [found.get(o.b_) for o in outputs]
         if all(s is not None for s in signed):
             log.info("cashu swap recovered from the mint", token=row.token_key)

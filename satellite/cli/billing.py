@@ -59,8 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print the Cashu ecash the server has taken, as one token per mint",
         description="Tokens paid in X-Cashu are swapped at the mint for proofs only this server can spend;"
         " they are kept in the database until handed out here. Prints one cashuB token per mint (for any"
-        " Cashu wallet to receive) and the amount it holds. With --mark-exported, the proofs printed are"
-        " marked as handed out and are not printed again: store the output first.",
+        " Cashu wallet to receive; a token per 100 proofs) and the amount it holds. With --mark-exported,"
+        " the proofs printed are marked as handed out, in the same statement that reads them, and are not"
+        " printed again: store the output.",
     )
     cashu.add_argument("--mint", help="only this mint's proofs")
     cashu.add_argument("--mark-exported", action="store_true", help="mark the proofs printed as handed out")
@@ -187,33 +188,42 @@ async def _reconcile(op: Operator, a: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# Proofs per printed token: a wallet receives a token in one swap, and mints cap a swap's inputs.
+PROOFS_PER_TOKEN = 100
+
+
 async def _cashu_proofs(op: Operator, a: argparse.Namespace) -> int:
     from satellite.cashu.token import encode_token, normalise_mint
     from satellite.db import cashu
 
-    held = await cashu.held(op.pool, mint=normalise_mint(a.mint) if a.mint else None)
-    by_mint: dict[str, list[cashu.Held]] = {}
+    mint = normalise_mint(a.mint) if a.mint else None
+    held = await cashu.held(op.pool, mint=mint, take=a.mark_exported, now=op.now())
+    by_mint: dict[str, list[dict[str, Any]]] = {}
+    payments: dict[str, int] = {}
     for h in held:
-        by_mint.setdefault(h.mint, []).append(h)
-    found = []
-    for mint, rows in by_mint.items():
-        proofs = [p for h in rows for p in h.proofs]
+        by_mint.setdefault(h.mint, []).extend(h.proofs)
+        payments[h.mint] = payments.get(h.mint, 0) + 1
+    found: list[dict[str, Any]] = []
+    for url, proofs in by_mint.items():
+        tokens = [
+            encode_token(url, "sat", proofs[i : i + PROOFS_PER_TOKEN])
+            for i in range(0, len(proofs), PROOFS_PER_TOKEN)
+        ]
         found.append(
             {
-                "mint": mint,
+                "mint": url,
                 "sat": sum(int(p["amount"]) for p in proofs),
-                "payments": len(rows),
+                "payments": payments[url],
                 "proofs": len(proofs),
-                "token": encode_token(mint, "sat", proofs),
+                "tokens": tokens,
             }
         )
     lines = [
-        f"{f['mint']}  {f['sat']} sat in {f['proofs']} proofs ({f['payments']} payments)\n{f['token']}"
+        f"{f['mint']}  {f['sat']} sat in {f['proofs']} proofs ({f['payments']} payments)\n"
+        + "\n".join(f["tokens"])
         for f in found
     ]
     op.emit({"mints": found, "marked_exported": a.mark_exported}, "\n".join(lines) or "no Cashu proofs held")
-    if a.mark_exported and held:
-        await cashu.mark_exported(op.pool, [h.token_key for h in held], op.now())
     return 0
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from satellite.db.retention import delete_where
 from satellite.db.types import Connection, Executor
 
 
@@ -143,6 +144,13 @@ async def mark_credited(conn: Connection, token_key: str, now: datetime) -> None
     )
 
 
+async def prune_refused(db: Executor, before: datetime, *, dry_run: bool = False) -> int:
+    """Tokens the mint refused, recorded before `before`: nothing was received, they are history."""
+    return await delete_where(
+        db, "cashu_redemptions", "state = 'refused' AND finished_at < $1", before, dry_run=dry_run
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     token_key: str
@@ -150,22 +158,22 @@ class Held:
     proofs: list[dict[str, Any]]
 
 
-async def held(db: Executor, *, mint: str | None = None) -> list[Held]:
-    """The ecash this server holds and has not handed out: the proofs of every swapped token."""
-    records = await db.fetch(
-        "SELECT token_key, mint, proofs FROM cashu_redemptions"
-        " WHERE proofs IS NOT NULL AND exported_at IS NULL AND ($1::text IS NULL OR mint = $1)"
-        " ORDER BY created_at, token_key",
-        mint,
-    )
+async def held(db: Executor, *, mint: str | None = None, take: bool = False, now: datetime) -> list[Held]:
+    """The ecash this server holds and has not handed out: the proofs of every swapped token. With
+    `take`, they are marked handed out in the same statement, so two runs never hand out the same."""
+    if take:
+        records = await db.fetch(
+            "UPDATE cashu_redemptions SET exported_at = $2 WHERE proofs IS NOT NULL AND exported_at IS NULL"
+            " AND ($1::text IS NULL OR mint = $1) RETURNING token_key, mint, proofs, created_at",
+            mint,
+            now,
+        )
+        records = sorted(records, key=lambda r: (r["created_at"], r["token_key"]))
+    else:
+        records = await db.fetch(
+            "SELECT token_key, mint, proofs FROM cashu_redemptions"
+            " WHERE proofs IS NOT NULL AND exported_at IS NULL AND ($1::text IS NULL OR mint = $1)"
+            " ORDER BY created_at, token_key",
+            mint,
+        )
     return [Held(r["token_key"], r["mint"], json.loads(r["proofs"])) for r in records]
-
-
-async def mark_exported(db: Executor, token_keys: list[str], now: datetime) -> int:
-    status = await db.execute(
-        "UPDATE cashu_redemptions SET exported_at = $2"
-        " WHERE token_key = ANY($1::text[]) AND proofs IS NOT NULL AND exported_at IS NULL",
-        token_keys,
-        now,
-    )
-    return int(str(status).split()[-1])

@@ -147,21 +147,40 @@ async def lock_open_upload(
     return offer_id
 
 
+_PAYABLE_BY_CASHU = (
+    " method = 'cashu' AND status = 'offered' AND expires_at > $3 AND NOT EXISTS (SELECT 1 FROM"
+    " cashu_redemptions r WHERE r.offer_id = offers.id AND r.state <> 'refused')"
+)
+
+
 async def open_cashu_offer(
-    db: Executor, *, pubkey: str, sha256: str | None, payable_after: datetime, gb_months: int | None = None
+    db: Executor, *, pubkey: str, sha256: str | None, gb_months: int, payable_after: datetime
 ) -> OfferRow | None:
-    """The newest Cashu offer of a 402 (NUT-24) still open for this buyer and blob (and amount, if
-    given) that does not lapse before `payable_after`."""
+    """The newest Cashu offer of a 402 (NUT-24) for this buyer, blob and amount that no token is
+    paying and that does not lapse before `payable_after`: what the same 402 again hands out."""
     row = await db.fetchrow(
-        f"SELECT {_COLUMNS} FROM offers WHERE pubkey = $1 AND sha256 IS NOT DISTINCT FROM $2"
-        " AND ($3::integer IS NULL OR gb_months = $3) AND method = 'cashu' AND status = 'offered'"
-        " AND expires_at > $4 ORDER BY expires_at DESC, id LIMIT 1",
+        f"SELECT {_COLUMNS} FROM offers WHERE pubkey = $1 AND sha256 IS NOT DISTINCT FROM $2 AND"
+        f"{_PAYABLE_BY_CASHU} AND gb_months = $4 ORDER BY expires_at DESC, id LIMIT 1",
         pubkey,
         sha256,
-        gb_months,
         payable_after,
+        gb_months,
     )
     return OfferRow(**dict(row)) if row else None
+
+
+async def open_cashu_offers(
+    db: Executor, *, pubkey: str, sha256: str | None, payable_after: datetime
+) -> list[OfferRow]:
+    """Every Cashu offer of this buyer's 402s for this blob that a token could pay now."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM offers WHERE pubkey = $1 AND sha256 IS NOT DISTINCT FROM $2 AND"
+        f"{_PAYABLE_BY_CASHU} ORDER BY expires_at DESC, id LIMIT 100",
+        pubkey,
+        sha256,
+        payable_after,
+    )
+    return [OfferRow(**dict(r)) for r in rows]
 
 
 async def mark_paid_by_cashu(
