@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import math
+import subprocess
 
 import pytest
 from aiohttp import ClientSession, web
@@ -489,3 +490,60 @@ async def test_a_blocked_account_paying_an_open_offer_spends_nothing(
     answer = await paying.put("/upload", data=BODY, headers=upload_headers(user, token))
     assert answer.status == 403, answer.headers.get("X-Reason")
     assert set(*(await states(mints[0].url, tmp_path / "w", token))) == {"UNSPENT"}
+
+
+async def test_a_server_killed_mid_swap_loses_nothing_the_retry_after_restart_credits_it(
+    settings, mints, user, db, tmp_path, proxied
+):
+    """kill -9 of `satellite serve` once the mint has swapped the token and before the server heard:
+    the row it wrote before asking stays `swapping` under a lease nobody renews; after a restart, the
+    same request waits out that lease, asks the mint what it signed (NUT-09), and is credited once."""
+    from operator_helpers import settings_env
+    from processes import free_port, start, wait_ready
+
+    proxy, url = await proxied(GatedProxy, mints[0].url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = settings_env(
+        cashu_settings(settings, url, cashu_timeout_seconds=1),  # a lease of 3 x 1 + 5 s
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PUBLIC_URL=base,
+        WORKERS="1",
+    )
+    [token] = await tokens(url, tmp_path / "w", PRICE + 1)
+    server = start(env, stdout=subprocess.DEVNULL)
+    try:
+        await asyncio.to_thread(wait_ready, base, server)
+        async with ClientSession() as http:
+            async with http.put(f"{base}/upload", data=BODY, headers=upload_headers(user)) as refused:
+                assert refused.status == 402
+            proxy.gate_swaps = True
+            attempt = asyncio.ensure_future(
+                http.put(f"{base}/upload", data=BODY, headers=upload_headers(user, token))
+            )
+            await proxy.swapped.wait()  # the mint has spent it and signed our outputs
+            killed(server)  # SIGKILL: no cleanup of any kind
+            with pytest.raises(OSError):  # aiohttp's connection errors are OSErrors
+                await attempt
+        assert await db.fetchval("SELECT state FROM cashu_redemptions") == "swapping"
+        assert set(*(await states(url, tmp_path / "w", token))) == {"SPENT"}
+        proxy.gate_swaps = False
+        server = start(env, stdout=subprocess.DEVNULL)
+        await asyncio.to_thread(wait_ready, base, server)
+        async with ClientSession() as http:
+            async with http.put(f"{base}/upload", data=BODY, headers=upload_headers(user, token)) as retry:
+                assert retry.status == 201, retry.headers.get("X-Reason")
+            async with http.get(f"{base}/account", params=auth_params(user, "Authenticate User")) as seen:
+                assert (await seen.json())["creditTotal"] == 1
+        assert await db.fetchval("SELECT state FROM cashu_redemptions") == "credited"
+    finally:
+        killed(server)
+
+
+def killed(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait(10)
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
