@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from satellite import housekeeping
-from satellite.api import account, billing, blossom, items, media, nip96, openapi, service
+from satellite.api import account, billing, blossom, dashboard, items, media, nip96, openapi, service
 from satellite.api.access_log import access_log_middleware
 from satellite.api.client import client_middleware
 from satellite.api.errors import error_middleware
@@ -257,7 +257,9 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app[REQUEST_OBSERVER] = observe_request
     app.cleanup_ctx.append(_resources)
     app.on_response_prepare.append(add_common_headers)
-    app.router.add_get("/", service.info)
+    app[dashboard.ASSETS] = dashboard.load_assets()
+    app.router.add_get("/", dashboard.root)
+    app.router.add_get(dashboard.PREFIX + "{path:.+}", dashboard.asset)
     app.router.add_get("/healthz", service.healthz)
     app.router.add_get("/health", service.health)
     if not settings.metrics_listen:

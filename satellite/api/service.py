@@ -30,6 +30,7 @@ async def info(request: web.Request) -> web.Response:
             "npub": deps.service_key.npub,
             "cdn": deps.links.base_url,
             "maxUploadBytes": deps.settings.max_upload_bytes,
+            "media": True,  # PUT /media (BUD-05): images cleaned of their metadata
         }
     )
 
