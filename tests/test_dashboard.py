@@ -5,13 +5,16 @@ browser bundle signing with a test key. Screenshots at desktop and phone sizes g
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 from nostr_helpers import auth_params
+from PIL import Image
 from playwright.async_api import Page, async_playwright, expect
 
 from satellite.config import Settings
@@ -103,7 +106,7 @@ async def test_sign_in_buy_upload_copy_delete_and_the_figures_match_the_api(serv
         if await page.evaluate("document.activeElement && document.activeElement.id") == "sign-in":
             break
     await page.keyboard.press("Enter")
-    npub = await page.evaluate("NostrTools.nip19.npubEncode(%r)" % key.pubkey)
+    npub = await page.evaluate("pk => NostrTools.nip19.npubEncode(pk)", key.pubkey)
     await expect(page.locator("#who")).to_have_text(npub)
 
     one = tmp_path / "one.txt"
@@ -173,3 +176,168 @@ async def test_sign_in_buy_upload_copy_delete_and_the_figures_match_the_api(serv
     )
     assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px phone: {wide}"
     assert phone_errors == []
+
+
+@pytest.fixture
+async def free(make_client, settings: Settings):
+    """As `served`, with a free allowance: uploads need no purchase."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = await make_client(
+        settings.model_copy(update={"public_url": base}), socket_factory=lambda *_: sock
+    )
+    return client, base
+
+
+async def signed_in(browser, base: str, key: SecretKey, viewport=DESKTOP) -> tuple[Page, list[str]]:
+    page, errors = await open_page(browser, base, key, viewport)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#who")).to_be_visible()
+    await expect(page.locator("#account")).to_have_attribute("data-files", re.compile(r"^\d+$"))
+    return page, errors
+
+
+async def test_thousands_of_files_page_fifty_at_a_time_and_search_and_sort(free, browser):
+    client, base = free
+    key = SecretKey.generate()
+    for i in range(120):
+        body = f"file number {i:03d}\n".encode() * (i + 1)
+        stored = await client.put(
+            "/item", params=auth_params(key, "Authorize Upload", [["name", f"n{i:03d}.txt"]]), data=body
+        )
+        assert stored.status == 200
+    page, errors = await signed_in(browser, base, key)
+    rows = page.locator("#file-rows tr")
+    await expect(rows).to_have_count(50)
+    await expect(page.locator("#page-info")).to_have_text("Page 1 of 3")
+    await expect(page.locator("#file-count")).to_have_text("(120)")
+    await page.get_by_role("button", name="Next").click()
+    await expect(page.locator("#page-info")).to_have_text("Page 2 of 3")
+    await page.get_by_role("button", name="Size").click()  # smallest first
+    await expect(page.locator("#file-table th", has_text="Size")).to_have_attribute("aria-sort", "ascending")
+    await expect(page.locator("#page-info")).to_have_text("Page 2 of 3")
+    await expect(rows.first.locator("td.name")).to_have_text("n050.txt")
+    await page.get_by_role("button", name="Size").click()  # largest first
+    await page.get_by_role("button", name="Previous").click()
+    await expect(rows.first.locator("td.name")).to_have_text("n119.txt")
+    await page.get_by_role("searchbox", name="Search").fill("n11")  # n is not a hex digit: no hash matches
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#file-count")).to_have_text("(10 of 120)")
+    await expect(page.locator("#page-info")).to_have_text("Page 1 of 1")
+    assert errors == []
+
+
+async def test_an_upload_can_be_cancelled_and_shows_its_speed_and_stores_nothing(free, browser, tmp_path):
+    client, base = free
+    key = SecretKey.generate()
+    page, errors = await signed_in(browser, base, key)
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send(  # a slow uplink: 200 kB/s
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 200_000},
+    )
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8_000_000))
+    await page.locator("#file-input").set_input_files(str(big))
+    status = page.locator("#uploads li .state")
+    await expect(status).to_contain_text(r"/s", timeout=15_000)  # "x of 8.00 MB · y kB/s"
+    await expect(status).to_contain_text("of 8.00 MB")
+    await page.get_by_role("button", name="Cancel the upload of big.bin").click()
+    await expect(status).to_have_text("Cancelled.")
+    await cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    seen = await account_of(client, key)
+    assert seen["files"] == []
+    assert errors == []
+
+
+def jpeg_with_location() -> bytes:
+    image = Image.new("RGB", (64, 48), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"  # Make
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 30.0)}  # GPS
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+async def test_strip_metadata_uploads_a_cleaned_copy_through_media(free, browser, tmp_path):
+    client, base = free
+    key = SecretKey.generate()
+    page, errors = await signed_in(browser, base, key)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_with_location())
+    assert b"CameraMaker" in photo.read_bytes()
+    await page.get_by_label("Strip metadata").check()
+    await page.locator("#file-input").set_input_files(str(photo))
+    await expect(page.locator("#uploads li.done")).to_contain_text("metadata stripped", timeout=15_000)
+    await expect(page.locator("#file-rows tr")).to_have_count(1)
+    await expect(page.locator("#file-rows img.preview")).to_be_visible()
+    [stored] = (await account_of(client, key))["files"]
+    async with aiohttp.ClientSession() as http, http.get(stored["url"]) as got:
+        cleaned = await got.read()
+    assert cleaned != photo.read_bytes() and b"CameraMaker" not in cleaned
+    assert Image.open(io.BytesIO(cleaned)).size == (64, 48)
+    assert errors == []
+
+
+async def test_the_page_and_its_files_are_served_with_their_own_policy(free):
+    client, _ = free
+    page = await client.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status == 200 and page.content_type == "text/html"
+    policy = page.headers["Content-Security-Policy"]
+    assert (
+        "script-src 'self'" in policy
+        and "default-src 'none'" in policy
+        and "frame-ancestors 'none'" in policy
+    )
+    assert page.headers["Vary"] == "Accept"
+    html = await page.text()
+    assert "http" not in html.replace('lang="en"', "")  # nothing from elsewhere: only this server's paths
+    script = await client.get("/app/app.js")
+    assert script.status == 200 and "javascript" in script.content_type
+    again = await client.get("/app/app.js", headers={"If-None-Match": script.headers["ETag"]})
+    assert again.status == 304
+    licence = await client.get("/app/vendor/qrcode-generator-1.4.4/LICENSE")
+    assert licence.status == 200 and "MIT" in await licence.text()
+    missing = await client.get("/app/nothing.js")
+    assert missing.status == 404 and "X-Reason" in missing.headers
+    assert (await client.get("/app/__init__.py")).status == 404
+
+
+WEBLN = """
+window.webln = {  // a wallet at its WebLN boundary: it pays through the dev node's own endpoint
+  enable: async () => {},
+  sendPayment: async (pr) => {
+    const res = await fetch("/dev/pay", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ bolt11: pr }) });
+    if (!res.ok) throw new Error("payment failed");
+    return { preimage: (await res.json()).preimage };
+  },
+};
+"""
+
+
+async def test_a_webln_wallet_pays_from_the_page_and_the_account_updates_by_itself(served, browser):
+    client, base = served
+    key = SecretKey.generate()
+    context = await browser.new_context(viewport=DESKTOP)
+    await context.add_init_script(WEBLN)
+    await context.add_init_script(
+        BUNDLE.read_text() + "\nwindow.NostrTools = NostrTools;\n" + SIGNER % key.raw.hex()
+    )
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(base)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Get invoice").click()
+    await page.get_by_role("button", name="Pay with WebLN").click()
+    await expect(page.locator("#invoice-status")).to_contain_text("Paid", timeout=15_000)
+    await expect(page.locator("#credit")).to_have_text("1 GB-month")
+    assert (await account_of(client, key))["creditTotal"] == 1
+    assert errors == []

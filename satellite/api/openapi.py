@@ -206,7 +206,7 @@ def _head(get: Json) -> Json:
 def _service_paths() -> Json:
     info = _operation(
         "getServiceInfo",
-        "What this server is",
+        "What this server is (a browser, asking for text/html, gets the dashboard page instead)",
         {"200": _ok("service description", "ServiceInfo"), "500": _error(INTERNAL)},
         tags=["service"],
     )
@@ -249,6 +249,31 @@ def _service_paths() -> Json:
         },
         tags=["service"],
     )
+    dashboard_file = _operation(
+        "getDashboardFile",
+        "A file of the dashboard page (its script, styles and vendored libraries)",
+        {
+            "200": _response(
+                "the file",
+                {"*/*": {"schema": {"type": "string"}}},
+                {"ETag": _string_header("the file's version"), "Cache-Control": _string_header("no-cache")},
+            ),
+            "304": _response("unchanged since the ETag given in If-None-Match"),
+            "404": _error("no such file of the dashboard"),
+            "500": _error(INTERNAL),
+        },
+        tags=["service"],
+        parameters=[
+            {
+                "name": "path",
+                "in": "path",
+                "required": True,
+                "description": "e.g. `app.js`, `app.css`, `vendor/qrcode-generator-1.4.4/qrcode.js`",
+                "schema": {"type": "string", "examples": ["app.js", "app.css", "index.html"]},
+                "example": "app.js",
+            }
+        ],
+    )
     metrics = _operation(
         "getMetrics",
         "Prometheus metrics",
@@ -274,6 +299,7 @@ def _service_paths() -> Json:
         "/healthz": {"get": healthz, "head": _head(healthz)},
         "/readyz": {"get": ready, "head": _head(ready)},
         "/openapi.json": {"get": spec, "head": _head(spec)},
+        "/app/{path}": {"get": dashboard_file, "head": _head(dashboard_file)},
         "/metrics": {"get": metrics, "head": _head(metrics)},
     }
 
@@ -1200,6 +1226,7 @@ def _schemas() -> Json:
                 "npub": {"type": "string", "pattern": "^npub1[02-9ac-hj-np-z]+$"},
                 "cdn": {"type": "string", "format": "uri", "description": "base of public URLs"},
                 "maxUploadBytes": {"type": "integer", "minimum": 1},
+                "media": {"type": "boolean", "description": "PUT /media (BUD-05) cleans images"},
             }
         ),
         "Health": _object({"status": {"const": "ok"}}),

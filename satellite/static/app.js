@@ -31,6 +31,10 @@ function fmtBytes(n) {
   return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
+function gbMonths(n) {
+  return `${n} GB-month${Number(n) === 1 ? "" : "s"}`;
+}
+
 function fmtDate(seconds) {
   return seconds ? new Date(seconds * 1000).toLocaleString() : "–";
 }
@@ -215,7 +219,7 @@ async function refresh() {
 function renderAccount() {
   const a = state.account;
   $("stored").textContent = fmtBytes(a.storageTotal);
-  $("credit").textContent = `${a.creditTotal} GB-months`;
+  $("credit").textContent = gbMonths(a.creditTotal);
   $("usage").textContent = `${Number(a.usageTotal).toPrecision(3)} GB-months`;
   $("paid-through").textContent = a.paidThrough ? fmtDate(a.paidThrough) : "no billable storage";
   // the figures as the server gave them, for scripts and tests
@@ -274,7 +278,7 @@ async function buy(event) {
       throw new ApiFailure(400, (invoice && invoice.reason) || "no invoice was made");
     }
     showInvoice(invoice.pr);
-    say(`Invoice for ${n} GB-months: ${(offer.amount / 1000).toLocaleString()} sats.`);
+    say(`Invoice for ${gbMonths(n)}: ${(offer.amount / 1000).toLocaleString()} sats.`);
     $("invoice-status").textContent = "Waiting for the payment…";
     startPolling(before);
   } catch (err) {
@@ -290,7 +294,7 @@ function startPolling(before) {
     const a = await refresh();
     if (a && a.creditTotal > before) {
       stopPolling();
-      $("invoice-status").textContent = `Paid. Your credit is now ${a.creditTotal} GB-months.`;
+      $("invoice-status").textContent = `Paid. Your credit is now ${gbMonths(a.creditTotal)}.`;
       say("Payment received: storage bought.");
     }
   }, POLL_MS);
@@ -504,14 +508,14 @@ function renderTransactions() {
       const id = el("span", { className: "mono", title: t.receipt.id }, `${t.receipt.id.slice(0, 12)}…`);
       return el("tr", {},
         el("td", {}, fmtDate(t.receipt.created_at)),
-        el("td", {}, `${tag(t.order, "gb_months")} GB-months bought`),
+        el("td", {}, `${gbMonths(tag(t.order, "gb_months"))} bought`),
         el("td", {}, `${(msat / 1000).toLocaleString()} sats`),
         el("td", {}, id));
     }
     return el("tr", {},
       el("td", {}, fmtDate(t.created_at)),
       el("td", {}, `${t.type === "refund" ? "Refund" : "Credit"}: ${t.reason}`),
-      el("td", {}, `${t.gbMonths} GB-months`),
+      el("td", {}, gbMonths(t.gbMonths)),
       el("td", {}, "–"));
   });
   if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 4 }, "No purchases yet.")));
