@@ -145,6 +145,10 @@ async def test_sign_in_buy_upload_copy_delete_and_the_figures_match_the_api(serv
     async with aiohttp.ClientSession() as http, http.get(url) as got:
         assert got.status == 200 and await got.read() == one.read_bytes()
     await shoot(page, "dashboard-desktop.png")
+    # the time left counts down by itself
+    left = await page.locator("#countdown").text_content()
+    assert left and re.fullmatch(r"\d+d \d\d:\d\d:\d\d", left), left
+    await expect(page.locator("#countdown")).not_to_have_text(left)
 
     await (
         page.locator("#file-rows tr", has_text="two.bin").get_by_role("button", name="Delete two.bin").click()
@@ -341,3 +345,48 @@ async def test_a_webln_wallet_pays_from_the_page_and_the_account_updates_by_itse
     await expect(page.locator("#credit")).to_have_text("1 GB-month")
     assert (await account_of(client, key))["creditTotal"] == 1
     assert errors == []
+
+
+async def test_dropped_files_magnets_torrents_refusals_and_the_countdown(
+    make_client, settings, browser, tmp_path
+):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = await make_client(
+        settings.model_copy(update={"public_url": base, "max_upload_bytes": 100_000}),
+        socket_factory=lambda *_: sock,
+    )
+    key = SecretKey.generate()
+    page, errors = await signed_in(browser, base, key)
+    # drag and drop: a DataTransfer with two files dropped on the drop zone
+    await page.locator("#drop").evaluate(
+        """(zone) => {
+          const data = new DataTransfer();
+          data.items.add(new File(["hello from a drop\\n"], "dropped.txt", { type: "text/plain" }));
+          data.items.add(new File([new Uint8Array(150000)], "huge.bin"));
+          const options = { dataTransfer: data, bubbles: true, cancelable: true };
+          zone.dispatchEvent(new DragEvent("dragover", options));
+          zone.dispatchEvent(new DragEvent("drop", options));
+        }"""
+    )
+    await expect(page.locator("#uploads li.done")).to_have_count(1)
+    await expect(page.locator("#uploads li.failed")).to_contain_text(
+        "Too large: this server takes files of up to 100.0 kB"
+    )
+    row = page.locator("#file-rows tr", has_text="dropped.txt")
+    await expect(row).to_have_count(1)
+    [stored] = (await account_of(client, key))["files"]
+    await row.get_by_role("button", name="Copy the magnet link of dropped.txt").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == stored["magnet"]
+    async with page.expect_download() as download:
+        await row.get_by_role("link", name="Download the torrent of dropped.txt").click()
+    torrent = await (await download.value).path()
+    assert Path(torrent).read_bytes().startswith(b"d") and stored["infohash"]  # a bencoded dictionary
+    assert (await download.value).suggested_filename == f"{stored['sha256']}.torrent"
+    # nothing billable (the free allowance covers this file): no countdown
+    await expect(page.locator("#countdown")).to_have_text("unlimited")
+    # the deliberate refusal is the browser's only complaint (its reason phrase depends on when the
+    # server refused: before the body or during it)
+    [refusal] = errors
+    assert refusal.startswith("Failed to load resource: the server responded with a status of 413 ")
