@@ -46,6 +46,10 @@ log = structlog.get_logger("satellite.billing.cashu")
 UNIT = "sat"
 # How often a request waiting for another one's swap of the same token looks again.
 WAIT_SECONDS = 0.1
+ANOTHER_TOKEN = (
+    "another token is paying this payment request right now (this one was not spent): send the request"
+    " again without X-Cashu, once that is done, for a new one"
+)
 # A 402's fee estimate may use a mint's keysets read this long ago; a swap always reads them afresh.
 KEYSETS_MAX_AGE_SECONDS = 60.0
 
@@ -174,6 +178,8 @@ class CashuPay:
             self.pool, pubkey=pubkey, sha256=sha256, payable_after=self.now()
         )
         if not open_offers:
+            if await offers.cashu_offer_being_paid(self.pool, pubkey=pubkey, sha256=sha256):
+                raise ProofRefused(ANOTHER_TOKEN)
             raise ProofRefused(
                 "no Cashu payment request of this server is open for this upload: send the request without"
                 " X-Cashu to get one"
@@ -220,10 +226,7 @@ class CashuPay:
             same = await cashu_db.get(self.pool, token.key)
             if same is not None:
                 return await self._resume(same, pubkey, _nothing)
-            raise ProofRefused(
-                "another token is paying this payment request right now: send the request again without"
-                " X-Cashu, once it is done, for a new one"
-            ) from None
+            raise ProofRefused(ANOTHER_TOKEN) from None
         except asyncpg.PostgresError as exc:
             if is_account_blocked(exc):
                 raise AccountBlocked(BLOCKED_ACCOUNT) from None

@@ -183,6 +183,18 @@ async def open_cashu_offers(
     return [OfferRow(**dict(r)) for r in rows]
 
 
+async def cashu_offer_being_paid(db: Executor, *, pubkey: str, sha256: str | None) -> bool:
+    """Whether a token is paying one of this buyer's Cashu offers for this blob right now."""
+    found: bool = await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM offers o JOIN cashu_redemptions r ON r.offer_id = o.id"
+        " WHERE o.pubkey = $1 AND o.sha256 IS NOT DISTINCT FROM $2 AND o.method = 'cashu'"
+        " AND o.status = 'offered' AND r.state IN ('swapping', 'swapped'))",
+        pubkey,
+        sha256,
+    )
+    return found
+
+
 async def mark_paid_by_cashu(
     conn: Connection, offer_id: str, *, amount_received_msat: int, receipt: dict[str, Any], paid_at: datetime
 ) -> bool:
