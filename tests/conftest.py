@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 import tempfile
 import time
 import warnings
@@ -209,3 +210,44 @@ def examples_seen():
     seen = Seen()
     yield seen
     assert len(seen) >= seen.want, f"hypothesis ran {len(seen)} examples, fewer than {seen.want}"
+
+
+# --- the dashboard: a server with its real address as PUBLIC_URL, and a browser ---
+
+
+@pytest.fixture
+async def served(make_client, settings: Settings):
+    """A server on a port chosen before it starts, with that address as its public URL, no free
+    allowance (so storage must be bought), on the dev Lightning node."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = await make_client(
+        settings.model_copy(update={"public_url": base, "free_storage_bytes": 0}),
+        socket_factory=lambda *_: sock,
+    )
+    return client, base
+
+
+@pytest.fixture
+async def browser():
+    """Debian's Chromium (never a browser Playwright would download), headless."""
+    from dashboard_helpers import CHROMIUM
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def free(make_client, settings: Settings):
+    """As `served`, with a free allowance: uploads need no purchase."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = await make_client(
+        settings.model_copy(update={"public_url": base}), socket_factory=lambda *_: sock
+    )
+    return client, base

@@ -12,77 +12,12 @@ import socket
 from pathlib import Path
 
 import aiohttp
-import pytest
+from dashboard_helpers import BUNDLE, DESKTOP, PHONE, SIGNER, account_of, open_page, shoot, signed_in
 from nostr_helpers import auth_params
 from PIL import Image
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import expect
 
-from satellite.config import Settings
 from satellite.nostr.keys import SecretKey
-
-CHROMIUM = "/usr/bin/chromium"
-BUNDLE = Path(__file__).parent / "js" / "node_modules" / "nostr-tools" / "lib" / "nostr.bundle.js"
-ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", Path(__file__).parent / "artifacts"))
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-
-SIGNER = """
-(() => {
-  const sk = NostrTools.utils.hexToBytes(%r);
-  window.nostr = {
-    getPublicKey: async () => NostrTools.getPublicKey(sk),
-    signEvent: async (event) => NostrTools.finalizeEvent(event, sk),
-  };
-})();
-"""
-
-
-@pytest.fixture
-async def served(make_client, settings: Settings):
-    """A server on a port chosen before it starts, with that address as its public URL, no free
-    allowance (so storage must be bought), on the dev Lightning node."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    client = await make_client(
-        settings.model_copy(update={"public_url": base, "free_storage_bytes": 0}),
-        socket_factory=lambda *_: sock,
-    )
-    return client, base
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        await launched.close()
-
-
-async def open_page(browser, base: str, key: SecretKey | None, viewport=DESKTOP) -> tuple[Page, list[str]]:
-    context = await browser.new_context(viewport=viewport)
-    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-    if key is not None:
-        # one script: the bundle's `var NostrTools` is the signer's, and stays for the test to use
-        bundle = BUNDLE.read_text()
-        await context.add_init_script(bundle + "\nwindow.NostrTools = NostrTools;\n" + SIGNER % key.raw.hex())
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(base)
-    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    return page, errors
-
-
-async def shoot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
-async def account_of(client, key: SecretKey) -> dict:
-    return await (await client.get("/account", params=auth_params(key, "Authenticate User"))).json()
 
 
 async def test_without_a_signer_the_page_says_so_and_the_api_still_answers_json(served, browser):
@@ -139,7 +74,7 @@ async def test_sign_in_buy_upload_copy_delete_and_the_figures_match_the_api(serv
     await expect(page.locator("#file-rows tr")).to_have_count(2)
 
     row = page.locator("#file-rows tr", has_text="one.txt")
-    await row.get_by_role("button", name="Copy the URL of one.txt").click()
+    await row.get_by_role("button", name="Copy URL of one.txt").click()
     await expect(page.locator("#notice")).to_have_text("URL copied.")
     url = await page.evaluate("navigator.clipboard.readText()")
     async with aiohttp.ClientSession() as http, http.get(url) as got:
@@ -180,26 +115,6 @@ async def test_sign_in_buy_upload_copy_delete_and_the_figures_match_the_api(serv
     )
     assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px phone: {wide}"
     assert phone_errors == []
-
-
-@pytest.fixture
-async def free(make_client, settings: Settings):
-    """As `served`, with a free allowance: uploads need no purchase."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    client = await make_client(
-        settings.model_copy(update={"public_url": base}), socket_factory=lambda *_: sock
-    )
-    return client, base
-
-
-async def signed_in(browser, base: str, key: SecretKey, viewport=DESKTOP) -> tuple[Page, list[str]]:
-    page, errors = await open_page(browser, base, key, viewport)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#who")).to_be_visible()
-    await expect(page.locator("#account")).to_have_attribute("data-files", re.compile(r"^\d+$"))
-    return page, errors
 
 
 async def test_thousands_of_files_page_fifty_at_a_time_and_search_and_sort(free, browser):
@@ -377,10 +292,10 @@ async def test_dropped_files_magnets_torrents_refusals_and_the_countdown(
     row = page.locator("#file-rows tr", has_text="dropped.txt")
     await expect(row).to_have_count(1)
     [stored] = (await account_of(client, key))["files"]
-    await row.get_by_role("button", name="Copy the magnet link of dropped.txt").click()
+    await row.get_by_role("button", name="Copy magnet of dropped.txt").click()
     assert await page.evaluate("navigator.clipboard.readText()") == stored["magnet"]
     async with page.expect_download() as download:
-        await row.get_by_role("link", name="Download the torrent of dropped.txt").click()
+        await row.get_by_role("link", name=".torrent of dropped.txt").click()
     torrent = await (await download.value).path()
     assert Path(torrent).read_bytes().startswith(b"d") and stored["infohash"]  # a bencoded dictionary
     assert (await download.value).suggested_filename == f"{stored['sha256']}.torrent"

@@ -79,7 +79,9 @@ def wants_page(request: web.Request) -> bool:
 async def root(request: web.Request) -> web.Response:
     """GET /: the dashboard for a browser, the service description for everything else."""
     if not wants_page(request):
-        return await service.info(request)
+        info = await service.info(request)
+        info.headers["Vary"] = "Accept"  # a cache must not give this to a browser, nor the page to a client
+        return info
     deps = request.app[DEPS]
     response = _answer(request, request.app[ASSETS]["index.html"])
     cdn = [deps.links.base_url]

@@ -105,8 +105,15 @@ class ApiFailure extends Error {
 
 async function sign(template) {
   if (!window.nostr) throw new Error("no Nostr signer in this browser");
-  return window.nostr.signEvent(template);
+  try {
+    return await window.nostr.signEvent(template);
+  } catch (err) {
+    const why = (err && err.message) || String(err);
+    throw new Error(`the signer did not sign (${why}): approve the request in your signer, then try again`);
+  }
 }
+
+const reason = (err) => (err && err.message) || String(err);
 
 // A v1 auth event: single use, for one request.
 async function v1Auth(content, tags = []) {
@@ -160,7 +167,7 @@ function explain(status, reason, retryAfter) {
     case 415: return `This file cannot be processed that way (${reason}). Upload it without "Strip metadata".`;
     case 429: return `Too many requests: wait ${retryAfter || "a few"} seconds, then try again.`;
     case 0: return "The connection failed: check your network and try again.";
-    default: return reason || `failed (${status})`;
+    default: return reason || (status ? `failed (${status})` : "failed");
   }
 }
 
@@ -191,8 +198,13 @@ async function signIn() {
 }
 
 function signOut() {
-  Object.assign(state, { pubkey: null, token: null, tokenExpires: 0, account: null });
+  Object.assign(state, { pubkey: null, token: null, tokenExpires: 0, account: null, page: 0 });
   stopPolling();
+  clearInterval(state.countdown);
+  $("invoice").hidden = true;
+  $("invoice-text").value = "";
+  $("invoice-status").textContent = "";
+  for (const id of ["qr", "uploads", "file-rows", "tx-rows"]) $(id).replaceChildren();
   $("who").hidden = true;
   $("sign-in").hidden = false;
   $("sign-out").hidden = true;
@@ -203,17 +215,31 @@ function signOut() {
 
 // --- account ---------------------------------------------------------------------------------------
 
-async function refresh() {
+async function readAccount() {
   try {
-    state.account = await api("GET", "/account", { auth: await accountToken() });
+    return await api("GET", "/account", { auth: await accountToken() });
   } catch (err) {
-    say(`Could not load the account: ${err.message}`, { error: true });
+    if (!(err instanceof ApiFailure) || err.status !== 401) throw err;
+    state.token = null; // refused (expired by the server's clock, say): sign a new one, once
+    return api("GET", "/account", { auth: await accountToken() });
+  }
+}
+
+async function refresh() {
+  let account;
+  try {
+    account = await readAccount();
+  } catch (err) {
+    say(`Could not load the account: ${explain(err.status, reason(err), err.retryAfter)}`, { error: true });
     return null;
   }
+  const before = state.account;
+  state.account = account;
   renderAccount();
-  renderFiles();
-  renderTransactions();
-  return state.account;
+  // only what changed is drawn again, so a poll never takes the focus from a row or reloads previews
+  if (!before || JSON.stringify(before.files) !== JSON.stringify(account.files)) renderFiles();
+  if (!before || JSON.stringify(before.transactions) !== JSON.stringify(account.transactions)) renderTransactions();
+  return account;
 }
 
 function renderAccount() {
@@ -282,7 +308,7 @@ async function buy(event) {
     $("invoice-status").textContent = "Waiting for the payment…";
     startPolling(before);
   } catch (err) {
-    say(`Could not get an invoice: ${err.message}`, { error: true });
+    say(`Could not get an invoice: ${explain(err.status, reason(err), err.retryAfter)}`, { error: true });
   } finally {
     button.disabled = false;
   }
@@ -311,7 +337,7 @@ async function payWithWebln() {
     await window.webln.sendPayment($("invoice-text").value);
     $("invoice-status").textContent = "Paid from your wallet; waiting for the server to see it…";
   } catch (err) {
-    say(`The wallet did not pay: ${err.message || err}`, { error: true });
+    say(`The wallet did not pay: ${reason(err)}`, { error: true });
   }
 }
 
@@ -398,7 +424,7 @@ async function uploadAll(files) {
       if (await uploadOne(file, row)) stored += 1;
     } catch (err) {
       row.li.classList.add("failed");
-      row.status.textContent = `Not uploaded: ${err.message || err}`;
+      row.status.textContent = `Not uploaded: ${reason(err)}`;
     }
   }
   if (stored) {
@@ -448,22 +474,31 @@ function renderFiles() {
   $("file-count").textContent = files.length === total ? `(${total})` : `(${files.length} of ${total})`;
   const rows = slice.map((f) => {
     const torrent = el("a", { className: "button secondary", href: `/${f.sha256}.torrent`, download: `${f.sha256}.torrent` }, ".torrent");
-    torrent.setAttribute("aria-label", `Download the torrent of ${f.name}`);
+    torrent.setAttribute("aria-label", `.torrent of ${f.name}`);
+    // each name begins with the button's visible text (WCAG 2.5.3: "click Copy URL" works by voice)
     const actions = el("div", { className: "actions" },
-      actionButton("Copy URL", `Copy the URL of ${f.name}`, () => copy(f.url, "URL")),
-      actionButton("Copy magnet", `Copy the magnet link of ${f.name}`, () => copy(f.magnet, "Magnet link")),
+      actionButton("Copy URL", `Copy URL of ${f.name}`, () => copy(f.url, "URL")),
+      actionButton("Copy magnet", `Copy magnet of ${f.name}`, () => copy(f.magnet, "Magnet link")),
       torrent,
       actionButton("Delete", `Delete ${f.name}`, () => confirmDelete(f)));
+    const name = el("td", { className: "name" }, el("a", { href: f.url, target: "_blank", rel: "noopener" }, f.name));
+    if (f.label) name.append(el("span", { className: "label" }, f.label));
     const tr = el("tr", { dataset: { sha256: f.sha256 } },
       el("td", { className: "preview-cell" }, preview(f)),
-      el("td", { className: "name" }, el("a", { href: f.url, target: "_blank", rel: "noopener" }, f.name)),
+      name,
       el("td", {}, fmtBytes(f.size)),
       el("td", { className: "mono" }, f.type),
       el("td", {}, fmtDate(f.created)),
       el("td", { className: "actions-cell" }, actions));
     return tr;
   });
+  const focused = document.activeElement;
+  const keep = $("file-rows").contains(focused) ? focused.getAttribute("aria-label") : null;
   $("file-rows").replaceChildren(...rows);
+  if (keep) {
+    const again = [...$("file-rows").querySelectorAll("[aria-label]")].find((e) => e.getAttribute("aria-label") === keep);
+    if (again) again.focus();
+  }
   $("page-info").textContent = `Page ${state.page + 1} of ${pages}`;
   $("prev-page").disabled = state.page === 0;
   $("next-page").disabled = state.page >= pages - 1;
@@ -485,12 +520,18 @@ async function onConfirmClosed() {
   const f = pendingDelete;
   pendingDelete = null;
   if (!f || $("confirm-delete").returnValue !== "delete") return;
+  const shown = [...$("file-rows").querySelectorAll("tr")].map((tr) => tr.dataset.sha256);
+  const next = shown[shown.indexOf(f.sha256) + 1] || shown[shown.indexOf(f.sha256) - 1];
   try {
     await api("DELETE", `/item?${await v1Auth("Delete Item", [["sha256", f.sha256]])}`);
     say(`${f.name} deleted.`);
     await refresh();
+    // the keyboard stays in the list: on the next file's Delete, or on the search box
+    const row = next && $("file-rows").querySelector(`tr[data-sha256="${next}"]`);
+    const target = row ? [...row.querySelectorAll("button")].find((b) => b.textContent === "Delete") : null;
+    (target || $("search")).focus();
   } catch (err) {
-    say(`Could not delete ${f.name}: ${explain(err.status, err.message, err.retryAfter)}`, { error: true });
+    say(`Could not delete ${f.name}: ${explain(err.status, reason(err), err.retryAfter)}`, { error: true });
   }
 }
 
