@@ -251,3 +251,45 @@ async def free(make_client, settings: Settings):
         settings.model_copy(update={"public_url": base}), socket_factory=lambda *_: sock
     )
     return client, base
+
+
+# --- Cashu: two real nutshell mints on loopback, one trusted by the server, one not ---
+
+
+@pytest.fixture(scope="module")
+def mints(tmp_path_factory):
+    from cashu_helpers import FEE_PPK, start_mint
+
+    trusted = start_mint(tmp_path_factory.mktemp("mint"), fee_ppk=FEE_PPK)
+    untrusted = start_mint(tmp_path_factory.mktemp("other-mint"), fee_ppk=FEE_PPK)
+    yield trusted, untrusted
+    trusted.stop()
+    untrusted.stop()
+
+
+@pytest.fixture
+async def paying(make_client, settings: Settings, mints):
+    """A server that takes the trusted mint's tokens and gives no free allowance."""
+    from cashu_helpers import cashu_settings
+
+    return await make_client(cashu_settings(settings, mints[0].url))
+
+
+@pytest.fixture
+async def proxied():
+    """Start a proxy (cashu_helpers.MintProxy, or a subclass) in front of a mint; each is stopped,
+    its held answers let go, after the test."""
+    started = []
+
+    async def start(cls, mint_url: str):
+        proxy = cls(mint_url)
+        url = await proxy.start()
+        started.append(proxy)
+        return proxy, url
+
+    yield start
+    for proxy in started:
+        proxy.never.set()
+        if hasattr(proxy, "go"):
+            proxy.go.set()
+        await proxy.runner.cleanup()

@@ -32,13 +32,27 @@ SIGNER = """
 """
 
 
-async def open_page(browser, base: str, key: SecretKey | None, viewport=DESKTOP) -> tuple[Page, list[str]]:
-    context = await browser.new_context(viewport=viewport)
+async def open_page(
+    browser,
+    base: str,
+    key: SecretKey | None,
+    viewport=DESKTOP,
+    *,
+    signer: str = SIGNER,
+    scripts: tuple[str, ...] = (),
+    bypass_csp: bool = False,
+) -> tuple[Page, list[str]]:
+    """The page, loaded and ready, in a context of its own: `scripts` run first in every page, then
+    the signer (`signer` with the key's hex) unless `key` is None. The console's errors and the page's
+    uncaught exceptions are collected in the list returned."""
+    context = await browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
     await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    for script in scripts:
+        await context.add_init_script(script)
     if key is not None:
         # one script: the bundle's `var NostrTools` is the signer's, and stays for the test to use
         bundle = BUNDLE.read_text()
-        await context.add_init_script(bundle + "\nwindow.NostrTools = NostrTools;\n" + SIGNER % key.raw.hex())
+        await context.add_init_script(bundle + "\nwindow.NostrTools = NostrTools;\n" + signer % key.raw.hex())
     page = await context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

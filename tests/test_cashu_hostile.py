@@ -7,136 +7,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import subprocess
 
 import pytest
 from aiohttp import ClientSession, web
-from cashu_helpers import start_mint, wallet
+from cashu_helpers import (
+    BODY,
+    FEE_PPK,
+    PRICE,
+    MintProxy,
+    account,
+    cashu_settings,
+    states,
+    tokens,
+    upload_headers,
+    wallet,
+)
 from nostr_helpers import auth_params, blossom_header
 
 from satellite.billing.cashu_pay import amount_with_fee
 from satellite.cashu.token import decode_payment_request, encode_token, parse_token
 from satellite.nostr.keys import SecretKey
-
-BODY = b"%PDF-1.4\n" + b"pay me in ecash\n" * 300
-SHA = hashlib.sha256(BODY).hexdigest()
-PRICE = 50  # sats: 1 GB-month at the test price covers this small blob
-FEE_PPK = 100  # the mint's input fee: 1 sat for up to 10 proofs
-
-
-@pytest.fixture(scope="module")
-def mints(tmp_path_factory):
-    trusted = start_mint(tmp_path_factory.mktemp("mint"), fee_ppk=FEE_PPK)
-    untrusted = start_mint(tmp_path_factory.mktemp("other-mint"), fee_ppk=FEE_PPK)
-    yield trusted, untrusted
-    trusted.stop()
-    untrusted.stop()
-
-
-def cashu_settings(settings, mint_url: str, **more):
-    return settings.model_copy(
-        update={
-            "free_storage_bytes": 0,
-            "cashu_mints": mint_url + "/",
-            "cashu_timeout_seconds": 2,
-            "credit_requests_per_pubkey": "100000/minute",
-            **more,
-        }
-    )
-
-
-@pytest.fixture
-async def paying(make_client, settings, mints):
-    return await make_client(cashu_settings(settings, mints[0].url))
-
-
-def upload_headers(key: SecretKey, token: str | None = None) -> dict[str, str]:
-    headers = {**blossom_header(key, "upload", x=[SHA]), "X-SHA-256": SHA}
-    if token is not None:
-        headers["X-Cashu"] = token
-    return headers
-
-
-async def account(client, key: SecretKey) -> dict:
-    return await (await client.get("/account", params=auth_params(key, "Authenticate User"))).json()
-
-
-async def tokens(mint_url: str, wallet_dir, *amounts: int) -> list[str]:
-    made = await wallet("tokens", mint_url, str(wallet_dir), *(str(a) for a in amounts))
-    assert isinstance(made, list)
-    return made
-
-
-async def states(mint_url: str, wallet_dir, *made: str) -> list[list[str]]:
-    found = await wallet("states", mint_url, str(wallet_dir), *made)
-    assert isinstance(found, list)
-    return found
-
-
-def fee_of(token: str) -> int:
-    return math.ceil(len(parse_token(token).proofs) * FEE_PPK / 1000)
-
-
-class Proxy:
-    """The mint behind a proxy that can, when told: pass a swap to the mint and never answer
-    (`hang_swaps`), or answer the restore endpoint itself (`restore_answer`: status and JSON body)."""
-
-    def __init__(self, mint_url: str) -> None:
-        self.mint_url = mint_url
-        self.hang_swaps = False
-        self.restore_answer: tuple[int, dict] | None = None
-        self.calls: dict[str, int] = {}
-        self.never = asyncio.Event()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        self.calls[request.path] = self.calls.get(request.path, 0) + 1
-        if request.path == "/v1/restore" and self.restore_answer is not None:
-            status, answer = self.restore_answer
-            return web.json_response(answer, status=status)
-        async with (
-            ClientSession() as session,
-            session.request(
-                request.method,
-                self.mint_url + request.path_qs,
-                data=body,
-                headers={"Content-Type": "application/json"},
-            ) as answer,
-        ):
-            payload, status = await answer.read(), answer.status
-        if request.path == "/v1/swap" and self.hang_swaps:
-            await self.never.wait()
-        return web.Response(body=payload, status=status, content_type="application/json")
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def proxied():
-    """Start a proxy of the given class in front of a mint; each is stopped after the test."""
-    started: list[Proxy] = []
-
-    async def start(cls, mint_url: str):
-        proxy = cls(mint_url)
-        url = await proxy.start()
-        started.append(proxy)
-        return proxy, url
-
-    yield start
-    for proxy in started:
-        proxy.never.set()
-        if hasattr(proxy, "go"):
-            proxy.go.set()
-        await proxy.runner.cleanup()
 
 
 def forged_copies(token: str, mint_url: str, count: int) -> list[str]:
@@ -225,7 +116,7 @@ async def test_a_double_spent_token_at_a_mint_whose_restore_refuses_never_500s_n
     """A token already spent elsewhere (the mint answers the swap 11001) makes the server ask the mint
     to restore our outputs; a mint that answers that with a NUT-00 error (400 {detail, code}) was
     unhandled (500), and the 402 kept handing out the offer that token held, so no token could pay."""
-    proxy, url = await proxied(Proxy, mints[0].url)
+    proxy, url = await proxied(MintProxy, mints[0].url)
     client = await make_client(cashu_settings(settings, url))
     first = await client.put("/upload", data=BODY, headers=upload_headers(user))
     assert first.status == 402
@@ -257,7 +148,7 @@ async def test_a_lost_swap_then_a_restore_refused_by_the_mint_is_503_then_recove
 ):
     """The documented recovery path (a swap whose answer was lost, then the retry asks NUT-09
     restore): a NUT-00 error on restore is no answer, 503 (try again); it escaped as a 500."""
-    proxy, url = await proxied(Proxy, mints[0].url)
+    proxy, url = await proxied(MintProxy, mints[0].url)
     client = await make_client(cashu_settings(settings, url, cashu_timeout_seconds=1))
     await client.put("/upload", data=BODY, headers=upload_headers(user))
     [token] = await tokens(url, tmp_path / "w", PRICE + 1)
@@ -281,7 +172,7 @@ async def test_a_lost_swap_then_a_restore_refused_by_the_mint_is_503_then_recove
 # --- probes that held up from the start, and one race that did not (racing copies) ---
 
 
-class GatedProxy(Proxy):
+class GatedProxy(MintProxy):
     """Passes a swap to the mint, says so (`swapped`), then answers only once `go` is set."""
 
     def __init__(self, mint_url: str) -> None:
@@ -400,7 +291,7 @@ async def test_a_cashu_a_token_pays_once_and_its_cashu_b_twin_is_the_same_paymen
     assert (await account(paying, user))["creditTotal"] == 1
 
 
-class GarblingProxy(Proxy):
+class GarblingProxy(MintProxy):
     """Passes a swap to the mint, then answers it with signatures of the wrong amounts."""
 
     def __init__(self, mint_url: str) -> None:

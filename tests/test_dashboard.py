@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import aiohttp
-from dashboard_helpers import BUNDLE, DESKTOP, PHONE, SIGNER, account_of, open_page, shoot, signed_in
+from dashboard_helpers import PHONE, account_of, open_page, shoot, signed_in
 from nostr_helpers import auth_params
 from PIL import Image
 from playwright.async_api import expect
@@ -243,16 +243,7 @@ window.webln = {  // a wallet at its WebLN boundary: it pays through the dev nod
 async def test_a_webln_wallet_pays_from_the_page_and_the_account_updates_by_itself(served, browser):
     client, base = served
     key = SecretKey.generate()
-    context = await browser.new_context(viewport=DESKTOP)
-    await context.add_init_script(WEBLN)
-    await context.add_init_script(
-        BUNDLE.read_text() + "\nwindow.NostrTools = NostrTools;\n" + SIGNER % key.raw.hex()
-    )
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(base)
+    page, errors = await open_page(browser, base, key, scripts=(WEBLN,))
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_role("button", name="Get invoice").click()
     await page.get_by_role("button", name="Pay with WebLN").click()

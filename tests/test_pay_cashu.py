@@ -6,76 +6,26 @@ the new proofs for the operator."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import math
 
-import pytest
-from aiohttp import ClientSession, web
-from cashu_helpers import start_mint, wallet
-from nostr_helpers import auth_params, blossom_header
+from aiohttp import ClientSession
+from cashu_helpers import (
+    BODY,
+    PRICE,
+    SHA,
+    MintProxy,
+    account,
+    cashu_settings,
+    fee_of,
+    states,
+    tokens,
+    upload_headers,
+    wallet,
+)
+from nostr_helpers import auth_params
 from operator_helpers import run
 
 from satellite.cashu.token import decode_payment_request, encode_token, parse_token
 from satellite.nostr.keys import SecretKey
-
-BODY = b"%PDF-1.4\n" + b"pay me in ecash\n" * 300
-SHA = hashlib.sha256(BODY).hexdigest()
-PRICE = 50  # sats: 1 GB-month at the test price covers this small blob
-FEE_PPK = 100  # the mint's input fee: 1 sat for up to 10 proofs
-
-
-@pytest.fixture(scope="module")
-def mints(tmp_path_factory):
-    trusted = start_mint(tmp_path_factory.mktemp("mint"), fee_ppk=FEE_PPK)
-    untrusted = start_mint(tmp_path_factory.mktemp("other-mint"), fee_ppk=FEE_PPK)
-    yield trusted, untrusted
-    trusted.stop()
-    untrusted.stop()
-
-
-def cashu_settings(settings, mint_url: str, **more):
-    return settings.model_copy(
-        update={
-            "free_storage_bytes": 0,
-            "cashu_mints": mint_url + "/",  # a trailing slash is not part of a mint's name
-            "cashu_timeout_seconds": 2,
-            # Each retry that asks the mint is a credit request; the per-pubkey rate is tested elsewhere.
-            "credit_requests_per_pubkey": "100000/minute",
-            **more,
-        }
-    )
-
-
-@pytest.fixture
-async def paying(make_client, settings, mints):
-    return await make_client(cashu_settings(settings, mints[0].url))
-
-
-def upload_headers(key: SecretKey, token: str | None = None) -> dict[str, str]:
-    headers = {**blossom_header(key, "upload", x=[SHA]), "X-SHA-256": SHA}
-    if token is not None:
-        headers["X-Cashu"] = token
-    return headers
-
-
-async def account(client, key: SecretKey) -> dict:
-    return await (await client.get("/account", params=auth_params(key, "Authenticate User"))).json()
-
-
-async def tokens(mint_url: str, wallet_dir, *amounts: int) -> list[str]:
-    made = await wallet("tokens", mint_url, str(wallet_dir), *(str(a) for a in amounts))
-    assert isinstance(made, list)
-    return made
-
-
-async def states(mint_url: str, wallet_dir, *made: str) -> list[list[str]]:
-    found = await wallet("states", mint_url, str(wallet_dir), *made)
-    assert isinstance(found, list)
-    return found
-
-
-def fee_of(token: str) -> int:
-    return math.ceil(len(parse_token(token).proofs) * FEE_PPK / 1000)
 
 
 async def test_402_then_a_token_then_the_same_request_stores_it_and_credits_once(
@@ -208,50 +158,10 @@ async def test_a_token_sent_by_another_account_is_refused(paying, mints, user, t
     assert (await account(paying, other))["creditTotal"] == 0
 
 
-class HangingProxy:
-    """The mint behind a proxy that, when told, passes a swap to the mint and then never answers: the
-    mint has spent the token and signed our outputs, and the server never hears of it."""
-
-    def __init__(self, mint_url: str) -> None:
-        self.mint_url = mint_url
-        self.hang_swaps = False
-        self.swaps_passed = 0
-        self.never = asyncio.Event()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        async with (
-            ClientSession() as session,
-            session.request(
-                request.method,
-                self.mint_url + request.path_qs,
-                data=body,
-                headers={"Content-Type": "application/json"},
-            ) as answer,
-        ):
-            payload, status = await answer.read(), answer.status
-        if request.path == "/v1/swap":
-            self.swaps_passed += 1
-            if self.hang_swaps:
-                await self.never.wait()
-        return web.Response(body=payload, status=status, content_type="application/json")
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
-
-
 async def test_a_swap_whose_answer_never_comes_is_503_then_recovered_from_the_mint(
-    make_client, settings, mints, user, db, tmp_path
+    make_client, settings, mints, user, db, tmp_path, proxied
 ):
-    proxy = HangingProxy(mints[0].url)
-    url = await proxy.start()
+    proxy, url = await proxied(MintProxy, mints[0].url)
     client = await make_client(cashu_settings(settings, url, cashu_timeout_seconds=1))
     await client.put("/upload", data=BODY, headers=upload_headers(user))
     [token] = await tokens(url, tmp_path / "w", PRICE + 1)
@@ -270,7 +180,6 @@ async def test_a_swap_whose_answer_never_comes_is_503_then_recovered_from_the_mi
     assert (await account(client, user))["creditTotal"] == 1
     held = await db.fetchval("SELECT proofs FROM cashu_redemptions WHERE state = 'credited'")
     assert held is not None
-    await proxy.runner.cleanup()
 
 
 async def test_head_offers_the_same_cashu_request_as_the_put_and_never_spends(paying, mints, user, tmp_path):
